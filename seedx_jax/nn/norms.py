@@ -1,0 +1,21 @@
+"""Normalisation layers."""
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+class RMSNorm(nnx.Module):
+    """LLaMA RMSNorm as transformers 4.30 (the version SEED-X trained with, SEEDX.md §6.2).
+
+    Normalisation and the multiplication by the weight both run in float32, with a single cast back
+    to the input dtype at the end (transformers 5 casts before the multiply; equal in fp32).
+    """
+
+    def __init__(self, features: int, *, eps: float = 1e-5, param_dtype=jnp.float32):
+        self.eps = eps
+        self.scale = nnx.Param(jnp.ones((features,), param_dtype), logical_axes=("norm",))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return (self.scale[...].astype(jnp.float32) * y).astype(x.dtype)

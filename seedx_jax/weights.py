@@ -1,0 +1,128 @@
+"""Apply a PyTorch-key mapping table to an nnx model, with one coverage report.
+
+A table is a sequence of `Rule(pattern, target, transform)`: `pattern` is a full-match regex on the
+source key, `target` a dotted parameter path using `\\1`-style group references (None: a key to
+ignore on purpose, e.g. rotary `inv_freq` buffers). When the model stacks layers, a path such as
+`layers.3.mlp.up_proj.kernel` lands in row 3 of the stacked `layers.mlp.up_proj.kernel`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Callable, Iterable, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+Transform = Callable[[np.ndarray], np.ndarray]
+
+
+def transpose(x: np.ndarray) -> np.ndarray:
+    """torch Linear weight `[out, in]` -> kernel `[in, out]`."""
+    return x.T
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    pattern: str
+    target: str | None
+    transform: Transform | None = None
+
+
+@dataclasses.dataclass
+class LoadReport:
+    loaded: list[str] = dataclasses.field(default_factory=list)
+    ignored: list[str] = dataclasses.field(default_factory=list)  # matched an ignore rule
+    unmatched: list[str] = dataclasses.field(default_factory=list)  # no rule / no such parameter
+    mismatched: list[str] = dataclasses.field(default_factory=list)  # shape differs
+    missing: list[str] = dataclasses.field(default_factory=list)  # parameters nobody wrote
+
+    def problems(self, strict: bool) -> list[str]:
+        out = [f"shape mismatch: {m}" for m in self.mismatched]
+        out += [f"missing parameter: {m}" for m in self.missing]
+        if strict:
+            out += [f"unmatched source key: {k}" for k in self.unmatched]
+        return out
+
+    def summary(self) -> str:
+        return (f"{len(self.loaded)} loaded, {len(self.ignored)} ignored, {len(self.unmatched)} "
+                f"unmatched, {len(self.mismatched)} mismatched, {len(self.missing)} missing")
+
+
+def _path_str(path) -> str:
+    return ".".join(str(k) for k in path)
+
+
+def load_weights(model: nnx.Module, tensors: Iterable[tuple[str, np.ndarray]], table: Sequence[Rule], *,
+                 strip_prefixes: Sequence[str] = (), strict: bool = False,
+                 allow_missing: Callable[[str, nnx.Variable], bool] | None = None) -> LoadReport:
+    """Write source tensors into `model` in place; raise one ValueError listing every problem.
+
+    Default: fail on shape mismatches and missing parameters (except those `allow_missing`
+    accepts); `strict` also fails on source keys that no rule maps.
+    """
+    variables = {_path_str(p): v for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    compiled = [(re.compile(r.pattern), r) for r in table]
+    buffers: dict[str, np.ndarray] = {}
+    written: dict[str, set[int] | None] = {}
+    report = LoadReport()
+
+    for key, value in tensors:
+        src = key
+        for prefix in strip_prefixes:
+            if src.startswith(prefix):
+                src = src[len(prefix):]
+        rule, match = next(((r, m) for c, r in compiled if (m := c.fullmatch(src))), (None, None))
+        if rule is None:
+            report.unmatched.append(key)
+            continue
+        if rule.target is None:
+            report.ignored.append(key)
+            continue
+        path = match.expand(rule.target)
+        value = np.asarray(value if rule.transform is None else rule.transform(np.asarray(value)))
+        if path in variables:
+            name, row = path, None
+        else:  # stacked layers: drop the layer index from the path
+            parts = path.split(".")
+            idx = next((i for i, p in enumerate(parts) if p.isdigit()), None)
+            name = None if idx is None else ".".join(parts[:idx] + parts[idx + 1:])
+            row = None if idx is None else int(parts[idx])
+            if name not in variables:
+                report.unmatched.append(f"{key} -> {path}")
+                continue
+        var = variables[name]
+        want = var.shape if row is None else var.shape[1:]
+        if row is not None and row >= var.shape[0]:
+            report.unmatched.append(f"{key} -> {path} (layer {row} >= {var.shape[0]})")
+            continue
+        if tuple(value.shape) != tuple(want):
+            report.mismatched.append(f"{key} {tuple(value.shape)} -> {path} {tuple(want)}")
+            continue
+        if row is None:
+            var[...] = jnp.asarray(value, var.dtype)
+            written[name] = None
+        else:
+            buf = buffers.setdefault(name, np.array(var[...]))
+            buf[row] = value
+            rows = written.setdefault(name, set())
+            if rows is not None:
+                rows.add(row)
+        report.loaded.append(key)
+
+    for name, buf in buffers.items():
+        variables[name][...] = jnp.asarray(buf, variables[name].dtype)
+    for name, var in variables.items():
+        if name in written and (written[name] is None or len(written[name]) == var.shape[0]):
+            continue
+        if allow_missing is not None and allow_missing(name, var):
+            continue
+        rows = written.get(name)
+        report.missing.append(name if not rows else
+                              f"{name} (layers {sorted(set(range(var.shape[0])) - rows)})")
+
+    problems = report.problems(strict)
+    if problems:
+        raise ValueError(f"weight loading failed ({report.summary()}):\n  " + "\n  ".join(problems))
+    return report

@@ -1,0 +1,41 @@
+"""seedx_jax: a JAX/Flax NNX reimplementation of SEED-X (arXiv 2404.14396).
+
+`install_requires` declares compatible ranges so the package installs on TPU VMs and Colab with
+newer Python/JAX; requirements/lock.txt pins the exact versions the test suite runs against.
+"""
+from setuptools import find_packages, setup
+
+RUNTIME = [
+    "jax>=0.10.2",
+    "flax>=0.12.8,<0.14",
+    "optax>=0.2.8",
+    "orbax-checkpoint>=0.12.8",
+    "ml_collections>=1.1.0",
+    "einops>=0.8",
+    "numpy>=2.0",
+]
+# PyTorch-side packages: weight conversion and parity tests only, never imported by the JAX runtime.
+CONVERT = [
+    "torch>=2.4",
+    "transformers>=5.0",
+    "safetensors>=0.4",
+    "sentencepiece>=0.2",
+    "diffusers>=0.40",
+    "peft>=0.17",
+    "accelerate>=1.0",
+]
+DATA = ["grain>=0.2.18", "array_record>=0.8"]
+
+setup(
+    name="seedx_jax",
+    version="0.1.0",
+    description="SEED-X (multimodal comprehension, generation and editing) in JAX/Flax NNX",
+    packages=find_packages(include=["seedx_jax", "seedx_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=RUNTIME,
+    extras_require={
+        "convert": CONVERT,
+        "data": DATA,
+        "test": CONVERT + DATA + ["pytest>=8"],
+    },
+)
