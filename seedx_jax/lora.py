@@ -101,14 +101,14 @@ def mask_frozen_rows(grads: nnx.State, cfg: LoraConfig) -> nnx.State:
 @functools.partial(jax.jit, static_argnums=(0, 2), donate_argnums=(1,))
 def _fold(graphdef, state, sign: float):
     model = nnx.merge(graphdef, state)
-    for _, module in model.iter_modules():
+    for _, module in nnx.iter_modules(model):
         if isinstance(module, Linear) and module.lora is not None:
             module.kernel[...] = module.kernel[...] + sign * module.lora_delta().astype(module.kernel.dtype)
     return nnx.state(model)
 
 
 def _set_merged(model: nnx.Module, sign: float) -> None:
-    lora_linears = [m for _, m in model.iter_modules() if isinstance(m, Linear) and m.lora is not None]
+    lora_linears = [m for _, m in nnx.iter_modules(model) if isinstance(m, Linear) and m.lora is not None]
     if not lora_linears:
         raise ValueError("the model has no LoRA layers to merge")
     want = sign < 0  # unmerge needs merged layers, merge needs unmerged ones
