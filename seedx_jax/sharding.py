@@ -239,9 +239,15 @@ def shard_activation(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Ar
         x, logical_to_spec(logical_axes, mesh=mesh, shape=x.shape, name="activation"))
 
 
-def check_batch_divisible(batch_size: int, mesh: Mesh, rules: Rules | None = None,
+def check_batch_divisible(batch_size: int, mesh: Mesh | None = None, rules: Rules | None = None,
                           *, field: str = "batch_size") -> None:
-    """Fail early, naming `field`, if the mesh axes that shard the batch do not divide it."""
+    """Fail early, naming `field`, if the mesh axes that shard the batch do not divide it.
+
+    `mesh` defaults to the one set with `jax.set_mesh` (no check without one).
+    """
+    mesh = jax.sharding.get_abstract_mesh() if mesh is None else mesh
+    if mesh.empty:
+        return
     axes = _mesh_axes("batch", _ACTIVE_RULES.get() if rules is None else rules)
     size = math.prod(mesh.shape[a] for a in axes)
     if batch_size % size:

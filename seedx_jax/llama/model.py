@@ -17,7 +17,7 @@ from flax import nnx
 from seedx_jax.llama.config import LlamaConfig
 from seedx_jax.llama.kv_cache import KVCache
 from seedx_jax.nn import Embedding, Linear, RMSNorm, apply_layers, apply_rope, attention, rope_cos_sin, stack_layers
-from seedx_jax.sharding import shard_activation
+from seedx_jax.sharding import check_batch_divisible, shard_activation
 
 
 class LlamaOutput(NamedTuple):
@@ -152,6 +152,7 @@ class LlamaForCausalLM(nnx.Module):
             raise ValueError(f"positions must have shape {(b, t)}, got {positions.shape}")
         if cache is not None and cache.k.shape[1] != b:
             raise ValueError(f"cache batch {cache.k.shape[1]} != input batch {b}")
+        check_batch_divisible(b, field="batch")
 
         x = shard_activation(x, ("batch", "seq", "act_embed"))
         cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta)

@@ -1,0 +1,46 @@
+"""The runtime path never imports the PyTorch stack; the shipped config files build."""
+import importlib.util
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from seedx_jax import sharding
+from seedx_jax.llama import LlamaConfig
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+RUNTIME_SCRIPT = """
+import sys
+import jax.numpy as jnp
+from flax import nnx
+from seedx_jax import losses, lora, sharding, weights
+from seedx_jax.llama import LlamaConfig, LlamaForCausalLM, generate
+model = LlamaForCausalLM(LlamaConfig.preset("llama_tiny"), rngs=nnx.Rngs(0))
+generate(model, jnp.ones((1, 3), jnp.int32), 2)
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "transformers", "diffusers", "peft"})
+print("HEAVY", heavy)
+"""
+
+
+def test_runtime_does_not_import_torch():
+    out = subprocess.run([sys.executable, "-c", RUNTIME_SCRIPT], capture_output=True, text=True,
+                         cwd=ROOT, check=True)
+    assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("llama*.py")), ids=lambda p: p.name)
+def test_config_files_build(path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(ROOT))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT))
+    config = module.get_config()
+    model_cfg = LlamaConfig.from_dict(config.model.to_dict())
+    assert model_cfg.lora is not None and model_cfg.lora.rank > 0
+    assert sharding.resolve_axis_sizes(config.mesh.to_dict(), 8) == (1, 8, 1)
+    sharding.rules_with_overrides(config.sharding_rules.to_dict())
