@@ -61,3 +61,35 @@ def test_bf16_compute_stays_close(pair):
     ours = jax_from_torch(cfg.replace(dtype="bfloat16"), ref)(jnp.asarray(ids)).logits
     assert ours.dtype == jnp.bfloat16
     assert max_rel_diff(ours.astype(jnp.float32), want) <= 5e-2  # bf16 has an 8-bit mantissa
+
+
+def test_bench_size_logits_and_lora_gradients():
+    """Accumulation at a realistic width: 4 layers, d=512, vocab 8192, seq 256."""
+    import jax
+    from flax import nnx
+    from peft import LoraConfig as PeftLoraConfig, get_peft_model
+
+    from seedx_jax.lora import LORA_TARGETS, LoraConfig
+    from seedx_jax.losses import next_token_loss
+
+    cfg = LlamaConfig(vocab_size=8192, hidden_size=512, intermediate_size=1408, num_hidden_layers=4,
+                      num_attention_heads=8, num_key_value_heads=4,
+                      lora=LoraConfig(rank=16, alpha=32.0, dropout=0.0, modules_to_save=(), train_embeddings=False))
+    ref = get_peft_model(hf_llama(cfg.replace(lora=None)), PeftLoraConfig(
+        r=16, lora_alpha=32, lora_dropout=0.0, target_modules=list(LORA_TARGETS)))
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.02 * torch.randn_like(p))
+    ids = np.random.default_rng(4).integers(0, cfg.vocab_size, (2, 256))
+    logits = ref(torch.tensor(ids)).logits
+    torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, cfg.vocab_size),
+                                      torch.tensor(ids[:, 1:]).reshape(-1)).backward()
+    ours = jax_from_torch(cfg, ref, strict=True)
+    graphdef, lora, rest = nnx.split(ours, nnx.LoRAParam, ...)
+    out, grads = jax.value_and_grad(
+        lambda l: next_token_loss(nnx.merge(graphdef, l, rest)(jnp.asarray(ids)).logits, jnp.asarray(ids)))(lora)
+    assert max_rel_diff(nnx.merge(graphdef, lora, rest)(jnp.asarray(ids)).logits, logits.detach()) <= TOL
+    layer = ref.base_model.model.model.layers[2].mlp.down_proj
+    got_a = np.asarray(grads["layers"]["mlp"]["down_proj"]["lora_a"][...][2])
+    assert max_rel_diff(got_a, layer.lora_A.default.weight.grad.numpy().T) <= TOL

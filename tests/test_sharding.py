@@ -162,3 +162,29 @@ def test_abstract_state_compiles_ahead_of_time(mesh):
     with jax.set_mesh(mesh):
         compiled = jax.jit(lambda s, i: nnx.merge(graphdef, s)(i).logits).lower(abstract, ids).compile()
     assert compiled.memory_analysis() is not None
+
+
+def test_llama2_13b_lora_train_step_compiles_fsdp_sharded():
+    """The real SEED-X LLM size, abstract only: parameter count and per-device memory of a step."""
+    cfg = LlamaConfig.preset("llama2_13b", dtype="bfloat16", remat="full", lora=LoraConfig())
+    mesh = sharding.make_mesh({"fsdp": -1})
+    graphdef, abstract = sharding.abstract_model(lambda: LlamaForCausalLM(cfg, rngs=nnx.Rngs(0)), mesh)
+    base = sum(x.size for x in jax.tree.leaves(nnx.state(abstract, nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam)))))
+    total = sum(x.size for x in jax.tree.leaves(abstract))
+    assert base == 13_019_243_520  # SEEDX.md §1.1
+    assert total - base == 40 * 32 * (4 * (5120 + 5120) + 3 * (5120 + 13824))  # LoRA r=32, 7 targets
+
+    graphdef, trainable, rest = nnx.split(nnx.merge(graphdef, abstract), trainable_filter(cfg.lora), ...)
+
+    def step(trainable, rest, ids):
+        return jax.value_and_grad(
+            lambda t: next_token_loss(nnx.merge(graphdef, t, rest)(ids).logits, ids))(trainable)
+
+    ids = jax.ShapeDtypeStruct((8, 256), jnp.int32, sharding=jax.sharding.NamedSharding(
+        mesh, sharding.logical_to_spec(("batch", "seq"), mesh=mesh)))
+    with jax.set_mesh(mesh):
+        memory = jax.jit(step).lower(trainable, rest, ids).compile().memory_analysis()
+    # fp32 base weights split over the 8 fsdp shards; LoRA factors whose only large dim is a
+    # tensor-parallel one (o/down lora_a, q/k/v/gate/up lora_b) stay replicated when tensor=1.
+    ids_bytes = 8 * 256 * 4
+    assert 4 * total / 8 < memory.argument_size_in_bytes - ids_bytes < 4 * base / 8 + 4 * (total - base)
