@@ -93,3 +93,28 @@ def test_bench_size_logits_and_lora_gradients():
     layer = ref.base_model.model.model.layers[2].mlp.down_proj
     got_a = np.asarray(grads["layers"]["mlp"]["down_proj"]["lora_a"][...][2])
     assert max_rel_diff(got_a, layer.lora_A.default.weight.grad.numpy().T) <= TOL
+
+
+@pytest.mark.parametrize("remat", ["full", "dots", "dots_no_batch"])
+@pytest.mark.parametrize("scan", [True, False], ids=["scan", "unscanned"])
+def test_remat_policies_keep_gradients_and_really_remat(remat, scan):
+    import jax
+    from flax import nnx
+
+    from seedx_jax.llama import LlamaForCausalLM
+    from seedx_jax.losses import next_token_loss
+
+    ids = jnp.asarray(np.random.default_rng(5).integers(0, 256, (2, 16)))
+
+    def grads(policy):
+        cfg = LlamaConfig.preset("llama_tiny_gqa", remat=policy, scan_layers=scan)
+        graphdef, params = nnx.split(LlamaForCausalLM(cfg, rngs=nnx.Rngs(0)))
+        fn = jax.grad(lambda p: next_token_loss(nnx.merge(graphdef, p)(ids).logits, ids))
+        return jax.jit(fn)(params), str(jax.make_jaxpr(fn)(params))
+
+    want, plain = grads("none")
+    got, text = grads(remat)
+    assert "remat" not in plain and "remat" in text  # the jax.checkpoint primitive
+    for (path, a), (_, b) in zip(nnx.to_flat_state(got), nnx.to_flat_state(want)):
+        np.testing.assert_allclose(np.asarray(a[...]), np.asarray(b[...]), rtol=1e-5, atol=1e-7,
+                                   err_msg=str(path))
