@@ -2,8 +2,9 @@
 
 A table is a sequence of `Rule(pattern, target, transform)`: `pattern` is a full-match regex on the
 source key, `target` a dotted parameter path using `\\1`-style group references (None: a key to
-ignore on purpose, e.g. rotary `inv_freq` buffers). When the model stacks layers, a path such as
-`layers.3.mlp.up_proj.kernel` lands in row 3 of the stacked `layers.mlp.up_proj.kernel`.
+ignore on purpose, e.g. rotary `inv_freq` buffers), or a tuple of paths when one source tensor
+feeds several parameters (packed q/k/v): then `transform` returns one array per path. When the
+model stacks layers, `layers.3.mlp.up_proj.kernel` lands in row 3 of `layers.mlp.up_proj.kernel`.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-Transform = Callable[[np.ndarray], np.ndarray]
+from seedx_jax.nn.buffer import Buffer
 
 
 def transpose(x: np.ndarray) -> np.ndarray:
@@ -26,8 +27,8 @@ def transpose(x: np.ndarray) -> np.ndarray:
 @dataclasses.dataclass(frozen=True)
 class Rule:
     pattern: str
-    target: str | None
-    transform: Transform | None = None
+    target: str | tuple[str, ...] | None
+    transform: Callable[[np.ndarray], np.ndarray | tuple[np.ndarray, ...]] | None = None
 
 
 @dataclasses.dataclass
@@ -62,11 +63,40 @@ def load_weights(model: nnx.Module, tensors: Iterable[tuple[str, np.ndarray]], t
     Default: fail on shape mismatches and missing parameters (except those `allow_missing`
     accepts); `strict` also fails on source keys that no rule maps.
     """
-    variables = {_path_str(p): v for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    variables = {_path_str(p): v for p, v in nnx.to_flat_state(nnx.state(model, (nnx.Param, Buffer)))}
     compiled = [(re.compile(r.pattern), r) for r in table]
     buffers: dict[str, np.ndarray] = {}
     written: dict[str, set[int] | None] = {}
     report = LoadReport()
+
+    def write(key: str, path: str, value: np.ndarray) -> bool:
+        if path in variables:
+            name, row = path, None
+        else:  # stacked layers: drop the layer index from the path
+            parts = path.split(".")
+            idx = next((i for i, p in enumerate(parts) if p.isdigit()), None)
+            name = None if idx is None else ".".join(parts[:idx] + parts[idx + 1:])
+            row = None if idx is None else int(parts[idx])
+            if name not in variables:
+                report.unmatched.append(f"{key} -> {path}")
+                return False
+        var = variables[name]
+        if row is not None and row >= var.shape[0]:
+            report.unmatched.append(f"{key} -> {path} (layer {row} >= {var.shape[0]})")
+            return False
+        want = var.shape if row is None else var.shape[1:]
+        if tuple(value.shape) != tuple(want):
+            report.mismatched.append(f"{key} {tuple(value.shape)} -> {path} {tuple(want)}")
+            return False
+        if row is None:
+            var[...] = jnp.asarray(value, var.dtype)
+            written[name] = None
+        else:
+            buffers.setdefault(name, np.array(var[...]))[row] = value
+            rows = written.setdefault(name, set())
+            if rows is not None:
+                rows.add(row)
+        return True
 
     for key, value in tensors:
         src = key
@@ -80,36 +110,15 @@ def load_weights(model: nnx.Module, tensors: Iterable[tuple[str, np.ndarray]], t
         if rule.target is None:
             report.ignored.append(key)
             continue
-        path = match.expand(rule.target)
-        value = np.asarray(value if rule.transform is None else rule.transform(np.asarray(value)))
-        if path in variables:
-            name, row = path, None
-        else:  # stacked layers: drop the layer index from the path
-            parts = path.split(".")
-            idx = next((i for i, p in enumerate(parts) if p.isdigit()), None)
-            name = None if idx is None else ".".join(parts[:idx] + parts[idx + 1:])
-            row = None if idx is None else int(parts[idx])
-            if name not in variables:
-                report.unmatched.append(f"{key} -> {path}")
-                continue
-        var = variables[name]
-        want = var.shape if row is None else var.shape[1:]
-        if row is not None and row >= var.shape[0]:
-            report.unmatched.append(f"{key} -> {path} (layer {row} >= {var.shape[0]})")
-            continue
-        if tuple(value.shape) != tuple(want):
-            report.mismatched.append(f"{key} {tuple(value.shape)} -> {path} {tuple(want)}")
-            continue
-        if row is None:
-            var[...] = jnp.asarray(value, var.dtype)
-            written[name] = None
+        value = np.asarray(value)
+        if rule.transform is not None:
+            value = rule.transform(value)
+        if isinstance(rule.target, tuple):
+            results = [write(key, match.expand(t), np.asarray(v)) for t, v in zip(rule.target, value)]
         else:
-            buf = buffers.setdefault(name, np.array(var[...]))
-            buf[row] = value
-            rows = written.setdefault(name, set())
-            if rows is not None:
-                rows.add(row)
-        report.loaded.append(key)
+            results = [write(key, match.expand(rule.target), np.asarray(value))]
+        if all(results):
+            report.loaded.append(key)
 
     for name, buf in buffers.items():
         variables[name][...] = jnp.asarray(buf, variables[name].dtype)
