@@ -1,0 +1,59 @@
+"""Encoding a varying number of views with a bounded number of XLA programs.
+
+An any-res image has 2-5 views (1-4 tiles + the global view) and a batch of images any number. Views
+are run in chunks of at most `max(buckets)`, each chunk padded with all-zero views up to the
+smallest bucket that holds it; the padded outputs are dropped (views never attend to each other).
+Default buckets (1, 2, 4, 8, 16, 32): at most 6 programs per input resolution for any stream.
+"""
+from __future__ import annotations
+
+import bisect
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from seedx_jax.vision.anyres import AnyResImage
+from seedx_jax.vision.vit import QwenViT
+
+DEFAULT_VIEW_BUCKETS = (1, 2, 4, 8, 16, 32)
+
+
+class ViewEncoder:
+    """`encoder(views [V, S, S, 3]) -> [V, 256, output_dim]` with V padded to a bucket size."""
+
+    def __init__(self, vit: QwenViT, buckets: Sequence[int] = DEFAULT_VIEW_BUCKETS):
+        if not buckets or any(b < 1 for b in buckets):
+            raise ValueError(f"view buckets must be positive sizes, got {tuple(buckets)}")
+        self.buckets = tuple(sorted(set(buckets)))
+        self.traces = 0  # programs compiled so far (one trace per (bucket, resolution))
+        graphdef, self._state = nnx.split(vit)
+
+        def run(state, views):
+            self.traces += 1
+            return nnx.merge(graphdef, state)(views)
+
+        self._run = jax.jit(run)
+
+    def __call__(self, views) -> jax.Array:
+        views = np.asarray(views, np.float32)
+        if views.ndim != 4 or views.shape[0] == 0:
+            raise ValueError(f"views must be [V >= 1, S, S, 3], got shape {views.shape}")
+        outputs = []
+        largest = self.buckets[-1]
+        for start in range(0, views.shape[0], largest):
+            chunk = views[start:start + largest]
+            size = self.buckets[bisect.bisect_left(self.buckets, chunk.shape[0])]
+            padded = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), np.float32)])
+            outputs.append(self._run(self._state, jnp.asarray(padded))[:len(chunk)])
+        return outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs)
+
+    def encode_images(self, images: Sequence[AnyResImage]) -> list[jax.Array]:
+        """All views of several any-res images in as few calls as possible; features per image."""
+        if not images:
+            return []
+        features = self(np.concatenate([im.pixels for im in images]))
+        splits = np.cumsum([im.num_views for im in images])[:-1]
+        return jnp.split(features, splits)
