@@ -39,6 +39,7 @@ test-all: venv
 
 bench: venv
 	$(PY) bench/bench_llama.py
+	$(PY) bench/bench_vit.py
 
 clean-venv:
 	rm -rf $(VENV)

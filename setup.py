@@ -13,6 +13,7 @@ RUNTIME = [
     "ml_collections>=1.1.0",
     "einops>=0.8",
     "numpy>=2.0",
+    "pillow>=10.0",
 ]
 # PyTorch-side packages: weight conversion and parity tests only, never imported by the JAX runtime.
 CONVERT = [
