@@ -34,7 +34,7 @@ def test_bad_lora_and_unknown_fields():
         LoraConfig(target_modules=("qkv_proj",))
     with pytest.raises(ValueError, match=r"LlamaConfig has no fields \['hidden'\]"):
         LlamaConfig.from_dict({"preset": "llama_tiny", "hidden": 3})
-    with pytest.raises(ValueError, match="unknown Llama preset 'llama3'"):
+    with pytest.raises(ValueError, match="unknown LlamaConfig preset 'llama3'"):
         LlamaConfig.preset("llama3")
 
 

@@ -17,8 +17,14 @@ import jax.numpy as jnp
 from flax import nnx
 from seedx_jax import losses, lora, sharding, weights
 from seedx_jax.llama import LlamaConfig, LlamaForCausalLM, generate
+from PIL import Image
+from seedx_jax import tokens
+from seedx_jax.vision import QwenViT, VisionConfig
+from seedx_jax.vision import anyres, encode, features, image_io, params
 model = LlamaForCausalLM(LlamaConfig.preset("llama_tiny"), rngs=nnx.Rngs(0))
 generate(model, jnp.ones((1, 3), jnp.int32), 2)
+views = anyres.process_anyres(image_io.load_image(Image.new("RGB", (60, 40))), base=112)
+encode.ViewEncoder(QwenViT(VisionConfig.preset("qwen_vit_tiny"), rngs=nnx.Rngs(0)))(views.pixels)
 heavy = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "transformers", "diffusers", "peft"})
 print("HEAVY", heavy)
 """

@@ -6,15 +6,14 @@ from typing import Any, Mapping
 
 import jax.numpy as jnp
 
+from seedx_jax.config_base import ConfigBase
 from seedx_jax.lora import LoraConfig
-from seedx_jax.nn.attention import attention_impls
-from seedx_jax.nn.stack import remat_policy
 
 _DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclasses.dataclass(frozen=True)
-class LlamaConfig:
+class LlamaConfig(ConfigBase):
     """Field names follow the Hugging Face `config.json` so converted configs read the same."""
 
     vocab_size: int = 32000
@@ -40,22 +39,15 @@ class LlamaConfig:
                      "num_attention_heads", "num_key_value_heads", "max_position_embeddings"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"LlamaConfig.{name}={getattr(self, name)} must be positive")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"LlamaConfig.hidden_size={self.hidden_size} is not divisible by "
-                             f"num_attention_heads={self.num_attention_heads}")
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError(f"LlamaConfig.num_attention_heads={self.num_attention_heads} is not "
-                             f"divisible by num_key_value_heads={self.num_key_value_heads}")
+        self.check_divisible("hidden_size", "num_attention_heads")
+        self.check_divisible("num_attention_heads", "num_key_value_heads")
         if self.head_dim % 2:
             raise ValueError(f"LlamaConfig: head_dim={self.head_dim} (hidden_size / "
                              "num_attention_heads) must be even for RoPE")
         for name in ("param_dtype", "dtype"):
             if getattr(self, name) not in _DTYPES:
                 raise ValueError(f"LlamaConfig.{name}={getattr(self, name)!r} is not one of {_DTYPES}")
-        remat_policy(self.remat)
-        if self.attention_impl not in attention_impls():
-            raise ValueError(f"LlamaConfig.attention_impl={self.attention_impl!r} is not one of "
-                             f"{attention_impls()}")
+        self.check_compute_options()
         if self.lora and self.lora.embedding_rows and self.lora.embedding_rows[1] > self.vocab_size:
             raise ValueError(f"LoraConfig.embedding_rows={self.lora.embedding_rows} exceeds "
                              f"vocab_size={self.vocab_size}")
@@ -71,15 +63,6 @@ class LlamaConfig:
     @property
     def params_dtype(self) -> jnp.dtype:
         return jnp.dtype(self.param_dtype)
-
-    def replace(self, **changes) -> "LlamaConfig":
-        return dataclasses.replace(self, **changes)
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> "LlamaConfig":
-        if name not in PRESETS:
-            raise ValueError(f"unknown Llama preset {name!r}; choose from {sorted(PRESETS)}")
-        return dataclasses.replace(PRESETS[name], **overrides)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "LlamaConfig":
@@ -122,7 +105,7 @@ class LlamaConfig:
                    max_position_embeddings=hf.get("max_position_embeddings", 4096), **overrides)
 
 
-PRESETS: dict[str, LlamaConfig] = {
+PRESETS = LlamaConfig.PRESETS = {
     "llama2_7b": LlamaConfig(),
     # SEED-X's LLM: Llama-2-13B-chat with the vocabulary grown by 330 tokens (SEEDX.md §6.1).
     "llama2_13b": LlamaConfig(vocab_size=32330, hidden_size=5120, intermediate_size=13824,

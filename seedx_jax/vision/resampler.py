@@ -12,12 +12,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from seedx_jax.config_base import ConfigBase
 from seedx_jax.nn import Buffer, LayerNorm, Linear, MultiHeadAttention
 from seedx_jax.vision.position_tables import resize_table, sincos_2d
 
 
 @dataclasses.dataclass(frozen=True)
-class ResamplerConfig:
+class ResamplerConfig(ConfigBase):
     grid_size: int  # g: g*g queries
     embed_dim: int  # E
     num_heads: int
@@ -28,9 +29,7 @@ class ResamplerConfig:
     attention_impl: str = "xla"
 
     def __post_init__(self):
-        if self.embed_dim % self.num_heads:
-            raise ValueError(f"ResamplerConfig.embed_dim={self.embed_dim} is not divisible by "
-                             f"num_heads={self.num_heads}")
+        self.check_divisible("embed_dim", "num_heads")
         if self.embed_dim % 4:
             raise ValueError(f"ResamplerConfig.embed_dim={self.embed_dim} must be divisible by 4 "
                              "(2-D sincos table)")

@@ -12,16 +12,15 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from seedx_jax.config_base import ConfigBase
 from seedx_jax.nn import LayerNorm, Linear, MultiHeadAttention, apply_layers, stack_layers
-from seedx_jax.nn.attention import attention_impls
-from seedx_jax.nn.stack import remat_policy
 from seedx_jax.sharding import shard_activation
 from seedx_jax.vision.position_tables import resize_table
 from seedx_jax.vision.resampler import Resampler, ResamplerConfig
 
 
 @dataclasses.dataclass(frozen=True)
-class VisionConfig:
+class VisionConfig(ConfigBase):
     image_size: int = 448
     patch_size: int = 14
     width: int = 1664
@@ -40,14 +39,9 @@ class VisionConfig:
     attention_impl: str = "xla"
 
     def __post_init__(self):
-        for a, b in (("width", "heads"), ("output_dim", "pool_heads"), ("image_size", "patch_size")):
-            if getattr(self, a) % getattr(self, b):
-                raise ValueError(f"VisionConfig.{a}={getattr(self, a)} is not divisible by "
-                                 f"{b}={getattr(self, b)}")
-        remat_policy(self.remat)
-        if self.attention_impl not in attention_impls():
-            raise ValueError(f"VisionConfig.attention_impl={self.attention_impl!r} is not one of "
-                             f"{attention_impls()}")
+        for field, by in (("width", "heads"), ("output_dim", "pool_heads"), ("image_size", "patch_size")):
+            self.check_divisible(field, by)
+        self.check_compute_options()
 
     @property
     def pool(self) -> ResamplerConfig:
@@ -56,17 +50,8 @@ class VisionConfig:
                                dtype=self.dtype, param_dtype=self.param_dtype,
                                attention_impl=self.attention_impl)
 
-    def replace(self, **changes) -> "VisionConfig":
-        return dataclasses.replace(self, **changes)
 
-    @classmethod
-    def preset(cls, name: str, **overrides) -> "VisionConfig":
-        if name not in VISION_PRESETS:
-            raise ValueError(f"unknown vision preset {name!r}; choose from {sorted(VISION_PRESETS)}")
-        return dataclasses.replace(VISION_PRESETS[name], **overrides)
-
-
-VISION_PRESETS = {
+VISION_PRESETS = VisionConfig.PRESETS = {
     "qwen_vit_g_448": VisionConfig(),
     # Same structure, tiny width; keeps the 16x16 position table and the 256-query pool.
     "qwen_vit_tiny": VisionConfig(image_size=224, width=64, layers=2, heads=4, mlp_dim=128,
