@@ -11,7 +11,7 @@ from flax import nnx
 
 from seedx_jax.vision import QwenViT, Resampler, ResamplerConfig, VisionConfig
 from seedx_jax.vision.params import load_qwen_vit, load_resampler
-from seedx_jax.vision.position_tables import bicubic_matrix, resize_table, sincos_2d
+from seedx_jax.vision.position_tables import bicubic_taps, resize_table, sincos_2d
 from torch_llama import max_rel_diff
 from torch_vision import TorchQwenViT, TorchResampler, randomize_, sincos_table
 
@@ -36,7 +36,11 @@ def test_bicubic_resize_equals_torch_interpolate():
 
 
 def test_bicubic_sanity_values_and_sincos_halves():
-    m = bicubic_matrix(8, 16)  # SEEDX.md §3.4
+    idx, weights = bicubic_taps(8, 16)
+    m = np.zeros((16, 8))
+    for tap in range(4):  # repeated (clamped) border taps add up
+        np.add.at(m, (np.arange(16), idx[:, tap]), weights[:, tap])
+    # SEEDX.md §3.4
     np.testing.assert_allclose(m[0, :2], [1.10546875, -0.10546875], atol=1e-7)
     np.testing.assert_allclose(m[1, :3], [0.7734375, 0.26171875, -0.03515625], atol=1e-7)
     table = sincos_2d(16, 4)
