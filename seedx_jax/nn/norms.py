@@ -35,3 +35,23 @@ class LayerNorm(nnx.Module):
         var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
         y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
         return (y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)).astype(x.dtype)
+
+
+class GroupNorm(nnx.Module):
+    """torch `nn.GroupNorm` on NHWC input (channels last); statistics in float32."""
+
+    def __init__(self, num_groups: int, channels: int, *, eps: float = 1e-5, param_dtype=jnp.float32):
+        if channels % num_groups:
+            raise ValueError(f"GroupNorm: channels={channels} is not divisible by num_groups={num_groups}")
+        self.num_groups, self.eps = num_groups, eps
+        self.scale = nnx.Param(jnp.ones((channels,), param_dtype), logical_axes=("norm",))
+        self.bias = nnx.Param(jnp.zeros((channels,), param_dtype), logical_axes=("norm",))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x `[N, ..., C]` -> same shape and dtype."""
+        shape = x.shape
+        g = x.astype(jnp.float32).reshape(shape[0], -1, self.num_groups, shape[-1] // self.num_groups)
+        mean = g.mean(axis=(1, 3), keepdims=True)
+        var = jnp.square(g - mean).mean(axis=(1, 3), keepdims=True)
+        y = ((g - mean) * jax.lax.rsqrt(var + self.eps)).reshape(shape)
+        return (y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)).astype(x.dtype)

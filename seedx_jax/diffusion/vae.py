@@ -1,0 +1,153 @@
+"""SDXL `AutoencoderKL` (diffusers semantics, NHWC): encode to the posterior, decode latents.
+
+The scaling factor (SDXL 0.13025) is not applied here: callers multiply latents before the U-Net
+and divide before `decode`. SEED-X's stage-2 condition latent is the posterior mean WITHOUT it
+(SEEDX.md §9.7).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from seedx_jax.config_base import ConfigBase
+from seedx_jax.diffusion.blocks import Downsample2D, ResnetBlock2D, SpatialSelfAttention, Upsample2D
+from seedx_jax.nn import Conv2d, GroupNorm
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEConfig(ConfigBase):
+    in_channels: int = 3
+    out_channels: int = 3
+    block_out_channels: tuple[int, ...] = (128, 256, 512, 512)
+    layers_per_block: int = 2
+    latent_channels: int = 4
+    norm_num_groups: int = 32
+    eps: float = 1e-6
+    scaling_factor: float = 0.13025
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    def __post_init__(self):
+        for c in self.block_out_channels:
+            if c % self.norm_num_groups:
+                raise ValueError(f"VAEConfig.block_out_channels has {c}, not divisible by "
+                                 f"norm_num_groups={self.norm_num_groups}")
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.block_out_channels) - 1)
+
+
+VAEConfig.PRESETS = {
+    "sdxl": VAEConfig(),
+    "tiny": VAEConfig(block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8),
+}
+
+
+def _kw(cfg: VAEConfig, rngs):
+    return dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype), rngs=rngs)
+
+
+class MidBlock(nnx.Module):
+    def __init__(self, cfg: VAEConfig, channels: int, *, rngs: nnx.Rngs):
+        kw = dict(groups=cfg.norm_num_groups, eps=cfg.eps, **_kw(cfg, rngs))
+        self.resnets = nnx.List([ResnetBlock2D(channels, channels, **kw) for _ in range(2)])
+        self.attentions = nnx.List([SpatialSelfAttention(channels, **kw)])
+
+    def __call__(self, x):
+        return self.resnets[1](self.attentions[0](self.resnets[0](x)))
+
+
+class EncoderBlock(nnx.Module):
+    def __init__(self, cfg: VAEConfig, cin: int, cout: int, downsample: bool, *, rngs: nnx.Rngs):
+        kw = _kw(cfg, rngs)
+        self.resnets = nnx.List([ResnetBlock2D(cin if i == 0 else cout, cout, groups=cfg.norm_num_groups,
+                                               eps=cfg.eps, **kw) for i in range(cfg.layers_per_block)])
+        self.downsamplers = nnx.List([Downsample2D(cout, asymmetric=True, **kw)] if downsample else [])
+
+    def __call__(self, x):
+        for layer in [*self.resnets, *self.downsamplers]:
+            x = layer(x)
+        return x
+
+
+class DecoderBlock(nnx.Module):
+    def __init__(self, cfg: VAEConfig, cin: int, cout: int, upsample: bool, *, rngs: nnx.Rngs):
+        kw = _kw(cfg, rngs)
+        self.resnets = nnx.List([ResnetBlock2D(cin if i == 0 else cout, cout, groups=cfg.norm_num_groups,
+                                               eps=cfg.eps, **kw) for i in range(cfg.layers_per_block + 1)])
+        self.upsamplers = nnx.List([Upsample2D(cout, **kw)] if upsample else [])
+
+    def __call__(self, x):
+        for layer in [*self.resnets, *self.upsamplers]:
+            x = layer(x)
+        return x
+
+
+class Encoder(nnx.Module):
+    def __init__(self, cfg: VAEConfig, *, rngs: nnx.Rngs):
+        ch, kw = cfg.block_out_channels, _kw(cfg, rngs)
+        self.conv_in = Conv2d(cfg.in_channels, ch[0], 3, padding=1, **kw)
+        self.down_blocks = nnx.List([
+            EncoderBlock(cfg, ch[max(i - 1, 0)], ch[i], i < len(ch) - 1, rngs=rngs) for i in range(len(ch))])
+        self.mid_block = MidBlock(cfg, ch[-1], rngs=rngs)
+        self.conv_norm_out = GroupNorm(cfg.norm_num_groups, ch[-1], eps=cfg.eps, param_dtype=kw["param_dtype"])
+        self.conv_out = Conv2d(ch[-1], 2 * cfg.latent_channels, 3, padding=1, **kw)
+
+    def __call__(self, x):
+        x = self.conv_in(x)
+        for block in self.down_blocks:
+            x = block(x)
+        return self.conv_out(jax.nn.silu(self.conv_norm_out(self.mid_block(x))))
+
+
+class Decoder(nnx.Module):
+    def __init__(self, cfg: VAEConfig, *, rngs: nnx.Rngs):
+        ch, kw = tuple(reversed(cfg.block_out_channels)), _kw(cfg, rngs)
+        self.conv_in = Conv2d(cfg.latent_channels, ch[0], 3, padding=1, **kw)
+        self.mid_block = MidBlock(cfg, ch[0], rngs=rngs)
+        self.up_blocks = nnx.List([
+            DecoderBlock(cfg, ch[max(i - 1, 0)], ch[i], i < len(ch) - 1, rngs=rngs) for i in range(len(ch))])
+        self.conv_norm_out = GroupNorm(cfg.norm_num_groups, ch[-1], eps=cfg.eps, param_dtype=kw["param_dtype"])
+        self.conv_out = Conv2d(ch[-1], cfg.out_channels, 3, padding=1, **kw)
+
+    def __call__(self, z):
+        x = self.mid_block(self.conv_in(z))
+        for block in self.up_blocks:
+            x = block(x)
+        return self.conv_out(jax.nn.silu(self.conv_norm_out(x)))
+
+
+class AutoencoderKL(nnx.Module):
+    def __init__(self, cfg: VAEConfig, *, rngs: nnx.Rngs):
+        self.config = cfg
+        kw = _kw(cfg, rngs)
+        self.encoder = Encoder(cfg, rngs=rngs)
+        self.decoder = Decoder(cfg, rngs=rngs)
+        self.quant_conv = Conv2d(2 * cfg.latent_channels, 2 * cfg.latent_channels, 1, **kw)
+        self.post_quant_conv = Conv2d(cfg.latent_channels, cfg.latent_channels, 1, **kw)
+
+    def _check(self, x: jax.Array, name: str, channels: int, factor: int) -> None:
+        if x.ndim != 4 or x.shape[-1] != channels:
+            raise ValueError(f"{name} must be [N, H, W, {channels}] (NHWC), got shape {x.shape}")
+        if x.shape[1] % factor or x.shape[2] % factor:
+            raise ValueError(f"{name} height/width {x.shape[1:3]} must be multiples of {factor}")
+
+    def encode(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """images `[N, H, W, 3]` in [-1, 1] -> posterior (mean, logvar), each `[N, H/f, W/f, latent]`."""
+        self._check(images, "images", self.config.in_channels, self.config.downsample_factor)
+        moments = self.quant_conv(self.encoder(images))
+        mean, logvar = jnp.split(moments, 2, axis=-1)
+        return mean, jnp.clip(logvar, -30.0, 20.0)
+
+    def sample(self, mean: jax.Array, logvar: jax.Array, key: jax.Array) -> jax.Array:
+        """A draw from the diagonal Gaussian posterior."""
+        return mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape, mean.dtype)
+
+    def decode(self, latents: jax.Array) -> jax.Array:
+        """latents `[N, h, w, latent]` (unscaled) -> images `[N, h*f, w*f, 3]` in about [-1, 1]."""
+        self._check(latents, "latents", self.config.latent_channels, 1)
+        return self.decoder(self.post_quant_conv(latents))
