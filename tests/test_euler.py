@@ -76,3 +76,21 @@ def test_bad_arguments():
         euler_schedule(NoiseScheduleConfig(), 0)
     with pytest.raises(ValueError, match="timestep_spacing='middle' is not one of"):
         NoiseScheduleConfig(timestep_spacing="middle")
+
+
+def test_training_add_noise_matches_ddpm_scheduler():
+    import jax
+
+    from diffusers import DDPMScheduler
+
+    from seedx_jax.diffusion.training import add_noise, sample_timesteps
+
+    ref = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    rng = np.random.default_rng(2)
+    x0, noise = (rng.normal(size=(4, 8, 8, 4)).astype(np.float32) for _ in range(2))
+    t = np.array([0, 1, 500, 999])
+    want = ref.add_noise(torch.tensor(x0), torch.tensor(noise), torch.tensor(t)).numpy()
+    got = add_noise(jnp.asarray(x0), jnp.asarray(noise), jnp.asarray(t), jnp.asarray(alphas_cumprod(NoiseScheduleConfig())))
+    assert np.abs(np.asarray(got) - want).max() <= 1e-6 * np.abs(want).max()
+    ts = sample_timesteps(jax.random.key(0), 512)
+    assert ts.dtype == jnp.int32 and int(ts.min()) >= 0 and int(ts.max()) <= 999 and len(set(ts.tolist())) > 300
