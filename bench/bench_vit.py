@@ -23,7 +23,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_llama import timed  # noqa: E402
-from torch_vision import TorchQwenViT, randomize_  # noqa: E402
+from parity import randomize_  # noqa: E402
+from torch_vision import TorchQwenViT  # noqa: E402
 
 from seedx_jax.vision import QwenViT, VisionConfig  # noqa: E402
 from seedx_jax.vision.params import load_qwen_vit  # noqa: E402

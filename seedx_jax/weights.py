@@ -24,11 +24,26 @@ def transpose(x: np.ndarray) -> np.ndarray:
     return x.T
 
 
+def conv_kernel(w: np.ndarray) -> np.ndarray:
+    """torch Conv2d weight `[out, in, kh, kw]` -> HWIO."""
+    return w.transpose(2, 3, 1, 0)
+
+
 @dataclasses.dataclass(frozen=True)
 class Rule:
     pattern: str
     target: str | tuple[str, ...] | None
     transform: Callable[[np.ndarray], np.ndarray | tuple[np.ndarray, ...]] | None = None
+
+
+def norm_rules(src: str, dst: str) -> tuple[Rule, ...]:
+    """A torch LayerNorm / GroupNorm at regex `src` -> our norm at `dst` (weight -> scale)."""
+    return (Rule(src + r"\.weight", dst + ".scale"), Rule(src + r"\.bias", dst + ".bias"))
+
+
+def dense_rules(src: str, dst: str) -> tuple[Rule, ...]:
+    """A biased torch Linear at regex `src` -> our Linear at `dst`."""
+    return (Rule(src + r"\.weight", dst + ".kernel", transpose), Rule(src + r"\.bias", dst + ".bias"))
 
 
 @dataclasses.dataclass

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from seedx_jax.llama import KVCache, LlamaConfig, generate
-from torch_llama import hf_llama, jax_from_torch, max_rel_diff
+from parity import max_rel_diff
+from torch_llama import hf_llama, jax_from_torch
 
 
 @pytest.fixture(scope="module", params=[("llama_tiny", True), ("llama_tiny_gqa", False)],

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from seedx_jax.llama import LlamaConfig
-from torch_llama import hf_llama, jax_from_torch, max_rel_diff
+from parity import max_rel_diff
+from torch_llama import hf_llama, jax_from_torch
 
 TOL = 1e-4
 

@@ -17,7 +17,8 @@ from seedx_jax.llama import LlamaConfig, LlamaForCausalLM
 from seedx_jax.llama.params import HF_PREFIXES, LLAMA_HF_RULES
 from seedx_jax.lora import LORA_TARGETS, LoraConfig, mask_frozen_rows, merge_lora, trainable_filter, unmerge_lora
 from seedx_jax.losses import next_token_loss
-from torch_llama import hf_llama, jax_from_torch, max_rel_diff
+from parity import max_rel_diff
+from torch_llama import hf_llama, jax_from_torch
 
 TOL = 1e-4
 LORA = LoraConfig(rank=4, alpha=8.0, dropout=0.0)  # scaling 2, to catch a missing alpha / r

@@ -12,8 +12,7 @@ from flax import nnx
 from seedx_jax.detokenizer import ResamplerXL, ResamplerXLConfig
 from seedx_jax.detokenizer.params import load_resampler_xl
 from torch_detokenizer import TorchResamplerXLV2
-from torch_llama import max_rel_diff
-from torch_vision import randomize_
+from parity import max_rel_diff, randomize_
 
 CFG = ResamplerXLConfig.preset("tiny")
 

@@ -12,7 +12,7 @@ from flax import nnx
 
 from seedx_jax.diffusion.params import load_vae
 from seedx_jax.diffusion.vae import AutoencoderKL, VAEConfig
-from torch_llama import max_rel_diff
+from parity import max_rel_diff, randomize_
 
 CFG = VAEConfig.preset("tiny")
 
@@ -24,11 +24,7 @@ def pair():
                              up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=CFG.block_out_channels,
                              layers_per_block=CFG.layers_per_block, latent_channels=4,
                              norm_num_groups=CFG.norm_num_groups, sample_size=32)
-    with torch.no_grad():  # non-trivial norms and biases (defaults are 1 / 0)
-        for name, p in ref.named_parameters():
-            if p.ndim == 1:
-                p.copy_((1.0 if "norm" in name and name.endswith("weight") else 0.0) + 0.1 * torch.randn_like(p))
-    ref = ref.float().eval()
+    ref = randomize_(ref)  # non-trivial norms and biases (defaults are 1 / 0)
     ours = AutoencoderKL(CFG, rngs=nnx.Rngs(0))
     state = [("vae." + k, v.numpy()) for k, v in ref.state_dict().items()]
     assert len(load_vae(ours, state, strict=True).loaded) == len(state)

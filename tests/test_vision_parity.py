@@ -12,8 +12,8 @@ from flax import nnx
 from seedx_jax.vision import QwenViT, Resampler, ResamplerConfig, VisionConfig
 from seedx_jax.vision.params import load_qwen_vit, load_resampler
 from seedx_jax.vision.position_tables import bicubic_taps, resize_table, sincos_2d
-from torch_llama import max_rel_diff
-from torch_vision import TorchQwenViT, TorchResampler, randomize_, sincos_table
+from parity import max_rel_diff, randomize_
+from torch_vision import TorchQwenViT, TorchResampler, sincos_table
 
 TOL = 1e-4
 

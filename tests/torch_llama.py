@@ -28,8 +28,3 @@ def jax_from_torch(cfg: LlamaConfig, torch_model: torch.nn.Module, **load_kwargs
     load_hf_llama(model, state_numpy(torch_model), **load_kwargs)
     return model
 
-
-def max_rel_diff(ours, ref) -> float:
-    """max |ours - ref| / max |ref| (the tolerance measure used by the Llama tests)."""
-    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
-    return float(np.abs(ours - ref).max() / np.abs(ref).max())

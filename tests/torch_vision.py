@@ -102,16 +102,3 @@ class TorchQwenViT(nn.Module):
             x = block(x)
         return self.ln_post(self.attn_pool(x)) @ self.proj
 
-
-def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial values everywhere (LayerNorm affine and MHA biases default to 1 / 0)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if name.endswith("pos_embed"):
-                continue
-            if p.ndim == 1 and ("ln" in name):
-                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
-            elif p.ndim == 1:
-                p.copy_(0.05 * torch.randn(p.shape, generator=g))
-    return module.float().eval()

@@ -6,31 +6,23 @@ from typing import Iterable
 import numpy as np
 
 from seedx_jax.detokenizer.resampler_xl import ResamplerXL
-from seedx_jax.weights import LoadReport, Rule, load_weights, transpose
+from seedx_jax.weights import LoadReport, Rule, dense_rules, load_weights, norm_rules, transpose
 
 _LAYER = r"layers\.(\d+)\."
 
 
-def _affine(src: str, dst: str) -> tuple[Rule, ...]:
-    return (Rule(src + r"\.weight", dst + ".scale"), Rule(src + r"\.bias", dst + ".bias"))
-
-
-def _dense(src: str, dst: str) -> tuple[Rule, ...]:
-    return (Rule(src + r"\.weight", dst + ".kernel", transpose), Rule(src + r"\.bias", dst + ".bias"))
-
-
 RESAMPLER_XL_RULES: tuple[Rule, ...] = (
     Rule(r"latents", "latents"),
-    *_dense(r"proj_in", "proj_in"),
-    *_affine(_LAYER + r"0\.(norm1|norm2)", r"layers.\1.attn.\2"),
+    *dense_rules(r"proj_in", "proj_in"),
+    *norm_rules(_LAYER + r"0\.(norm1|norm2)", r"layers.\1.attn.\2"),
     Rule(_LAYER + r"0\.(to_q|to_kv|to_out)\.weight", r"layers.\1.attn.\2.kernel", transpose),
-    *_affine(_LAYER + r"1\.0", r"layers.\1.ff.norm"),  # FeedForward = Sequential(LN, Linear, GELU, Linear)
+    *norm_rules(_LAYER + r"1\.0", r"layers.\1.ff.norm"),  # FeedForward = Sequential(LN, Linear, GELU, Linear)
     Rule(_LAYER + r"1\.1\.weight", r"layers.\1.ff.fc1.kernel", transpose),
     Rule(_LAYER + r"1\.3\.weight", r"layers.\1.ff.fc2.kernel", transpose),
-    *_affine(r"norm_out", "norm_out"),
-    *_dense(r"(unet_proj_1|unet_proj_2)", r"\1"),
+    *norm_rules(r"norm_out", "norm_out"),
+    *dense_rules(r"(unet_proj_1|unet_proj_2)", r"\1"),
     Rule(r"unet_attnpool\.positional_embedding", "unet_attnpool.positional_embedding"),
-    *_dense(r"unet_attnpool\.(q_proj|k_proj|v_proj|c_proj)", r"unet_attnpool.\1"),
+    *dense_rules(r"unet_attnpool\.(q_proj|k_proj|v_proj|c_proj)", r"unet_attnpool.\1"),
 )
 
 

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from seedx_jax.nn import Conv2d, GroupNorm, Linear, attention
+from seedx_jax.nn import Conv2d, GroupNorm, MultiHeadAttention
 
 
 class ResnetBlock2D(nnx.Module):
@@ -50,21 +50,14 @@ class Upsample2D(nnx.Module):
 
 
 class SpatialSelfAttention(nnx.Module):
-    """The VAE mid-block attention: group_norm -> single-head self-attention over H*W -> to_out + x."""
+    """The VAE mid-block attention: group_norm -> single-head self-attention over H*W, plus x."""
 
     def __init__(self, channels: int, *, groups: int, eps: float, dtype=jnp.float32, param_dtype=jnp.float32,
                  rngs: nnx.Rngs):
         self.group_norm = GroupNorm(groups, channels, eps=eps, param_dtype=param_dtype)
-
-        def proj(axes):
-            return Linear(channels, channels, logical_axes=axes, use_bias=True, dtype=dtype,
-                          param_dtype=param_dtype, rngs=rngs)
-
-        self.to_q, self.to_k, self.to_v = (proj(("embed", "heads")) for _ in range(3))
-        self.to_out = proj(("heads", "embed"))
+        self.attn = MultiHeadAttention(channels, 1, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         n, h, w, c = x.shape
-        t = self.group_norm(x).reshape(n, h * w, 1, c)
-        out = attention(self.to_q(t), self.to_k(t), self.to_v(t))
-        return x + self.to_out(out.reshape(n, h * w, c)).reshape(n, h, w, c)
+        t = self.group_norm(x).reshape(n, h * w, c)
+        return x + self.attn(t, t, t).reshape(n, h, w, c)

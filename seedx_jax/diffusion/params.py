@@ -6,22 +6,18 @@ from typing import Iterable
 import numpy as np
 
 from seedx_jax.diffusion.vae import AutoencoderKL
-from seedx_jax.weights import LoadReport, Rule, load_weights, transpose
-
-
-def conv_kernel(w: np.ndarray) -> np.ndarray:
-    """torch Conv2d weight `[out, in, kh, kw]` -> HWIO."""
-    return w.transpose(2, 3, 1, 0)
+from seedx_jax.weights import LoadReport, Rule, conv_kernel, load_weights, transpose
 
 
 VAE_RULES: tuple[Rule, ...] = (
     Rule(r"(.*(?:norm\d?|group_norm|conv_norm_out))\.weight", r"\1.scale"),  # before the conv rule
     Rule(r"(.*conv\w*)\.weight", r"\1.kernel", conv_kernel),
     Rule(r"(.*(?:conv\w*|norm\d?|group_norm))\.bias", r"\1.bias"),
-    Rule(r"(.*\.to_(?:q|k|v))\.weight", r"\1.kernel", transpose),
-    Rule(r"(.*\.to_(?:q|k|v))\.bias", r"\1.bias"),
-    Rule(r"(.*\.to_out)\.0\.weight", r"\1.kernel", transpose),
-    Rule(r"(.*\.to_out)\.0\.bias", r"\1.bias"),
+    # diffusers Attention (to_q/k/v, to_out.0) -> our MultiHeadAttention (q/k/v_proj, out_proj)
+    Rule(r"(.*)\.to_(q|k|v)\.weight", r"\1.attn.\2_proj.kernel", transpose),
+    Rule(r"(.*)\.to_(q|k|v)\.bias", r"\1.attn.\2_proj.bias"),
+    Rule(r"(.*)\.to_out\.0\.weight", r"\1.attn.out_proj.kernel", transpose),
+    Rule(r"(.*)\.to_out\.0\.bias", r"\1.attn.out_proj.bias"),
 )
 
 

@@ -10,6 +10,7 @@ from seedx_jax.nn.rope import apply_rope, rope_cos_sin
 from seedx_jax.nn.stack import apply_layers, remat_policy, stack_layers
 
 __all__ = [
-    "Buffer", "Conv2d", "Embedding", "GroupNorm", "LayerNorm", "Linear", "LoraSpec", "MultiHeadAttention", "RMSNorm", "apply_layers", "apply_rope", "attention",
+    "Buffer", "Conv2d", "Embedding", "GroupNorm", "LayerNorm", "Linear", "LoraSpec",
+    "MultiHeadAttention", "RMSNorm", "apply_layers", "apply_rope", "attention",
     "register_attention_impl", "remat_policy", "rope_cos_sin", "stack_layers",
 ]

@@ -21,6 +21,11 @@ class RMSNorm(nnx.Module):
         return (self.scale[...].astype(jnp.float32) * y).astype(x.dtype)
 
 
+def _affine(y: jax.Array, scale: nnx.Param, bias: nnx.Param, dtype) -> jax.Array:
+    """`y * scale + bias` in float32, cast once to `dtype`."""
+    return (y * scale[...].astype(jnp.float32) + bias[...].astype(jnp.float32)).astype(dtype)
+
+
 class LayerNorm(nnx.Module):
     """torch `nn.LayerNorm` (affine): statistics in float32, result in the input dtype."""
 
@@ -34,7 +39,7 @@ class LayerNorm(nnx.Module):
         mean = jnp.mean(x32, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
         y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
-        return (y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)).astype(x.dtype)
+        return _affine(y, self.scale, self.bias, x.dtype)
 
 
 class GroupNorm(nnx.Module):
@@ -54,4 +59,4 @@ class GroupNorm(nnx.Module):
         mean = g.mean(axis=(1, 3), keepdims=True)
         var = jnp.square(g - mean).mean(axis=(1, 3), keepdims=True)
         y = ((g - mean) * jax.lax.rsqrt(var + self.eps)).reshape(shape)
-        return (y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)).astype(x.dtype)
+        return _affine(y, self.scale, self.bias, x.dtype)

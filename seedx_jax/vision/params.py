@@ -10,7 +10,7 @@ import numpy as np
 
 from seedx_jax.vision.resampler import Resampler
 from seedx_jax.vision.vit import QwenViT
-from seedx_jax.weights import LoadReport, Rule, load_weights, transpose
+from seedx_jax.weights import LoadReport, Rule, conv_kernel, dense_rules, load_weights, norm_rules, transpose
 
 QWEN_VL_CHAT_PREFIX = "transformer.visual."
 
@@ -43,34 +43,26 @@ def resampler_rules(src: str, dst: str) -> tuple[Rule, ...]:
         Rule(src + r"kv_proj\.weight", f"{dst}kv_proj.kernel", transpose),
         Rule(src + r"attn\.in_proj_weight", _qkv_targets(f"{dst}attn", "kernel"), split_qkv),
         Rule(src + r"attn\.in_proj_bias", _qkv_targets(f"{dst}attn", "bias"), split_qkv),
-        Rule(src + r"attn\.out_proj\.weight", f"{dst}attn.out_proj.kernel", transpose),
-        Rule(src + r"attn\.out_proj\.bias", f"{dst}attn.out_proj.bias"),
-        Rule(src + r"(ln_q|ln_kv)\.weight", dst + r"\1.scale"),
-        Rule(src + r"(ln_q|ln_kv)\.bias", dst + r"\1.bias"),
+        *dense_rules(src + r"attn\.out_proj", f"{dst}attn.out_proj"),
+        *norm_rules(src + r"(ln_q|ln_kv)", dst + r"\1"),
     )
-
-
-def _ln(src: str, dst: str) -> tuple[Rule, ...]:
-    return (Rule(src + r"\.weight", dst + ".scale"), Rule(src + r"\.bias", dst + ".bias"))
 
 
 def vit_rules(heads: int) -> tuple[Rule, ...]:
     block = r"transformer\.resblocks\.(\d+)\."
     return (
-        Rule(r"conv1\.weight", "conv1", lambda w: w.transpose(2, 3, 1, 0)),  # OIHW -> HWIO
+        Rule(r"conv1\.weight", "conv1", conv_kernel),
         Rule(r"positional_embedding", "positional_embedding"),
-        *_ln(r"ln_pre", "ln_pre"),
-        *_ln(block + r"(ln_1|ln_2)", r"resblocks.\1.\2"),
+        *norm_rules(r"ln_pre", "ln_pre"),
+        *norm_rules(block + r"(ln_1|ln_2)", r"resblocks.\1.\2"),
         Rule(block + r"attn\.in_proj\.weight", _qkv_targets(r"resblocks.\1.attn", "kernel"),
              split_qkv_interleaved(heads)),
         Rule(block + r"attn\.in_proj\.bias", _qkv_targets(r"resblocks.\1.attn", "bias"),
              split_qkv_interleaved(heads)),
-        Rule(block + r"attn\.out_proj\.weight", r"resblocks.\1.attn.out_proj.kernel", transpose),
-        Rule(block + r"attn\.out_proj\.bias", r"resblocks.\1.attn.out_proj.bias"),
-        Rule(block + r"mlp\.(c_fc|c_proj)\.weight", r"resblocks.\1.\2.kernel", transpose),
-        Rule(block + r"mlp\.(c_fc|c_proj)\.bias", r"resblocks.\1.\2.bias"),
+        *dense_rules(block + r"attn\.out_proj", r"resblocks.\1.attn.out_proj"),
+        *dense_rules(block + r"mlp\.(c_fc|c_proj)", r"resblocks.\1.\2"),
         *resampler_rules(r"attn_pool\.", "attn_pool."),
-        *_ln(r"ln_post", "ln_post"),
+        *norm_rules(r"ln_post", "ln_post"),
         Rule(r"proj", "proj"),  # used as x @ proj: already [in, out]
     )
 
