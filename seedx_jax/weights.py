@@ -4,7 +4,8 @@ A table is a sequence of `Rule(pattern, target, transform)`: `pattern` is a full
 source key, `target` a dotted parameter path using `\\1`-style group references (None: a key to
 ignore on purpose, e.g. rotary `inv_freq` buffers), or a tuple of paths when one source tensor
 feeds several parameters (packed q/k/v): then `transform` returns one array per path. When the
-model stacks layers, `layers.3.mlp.up_proj.kernel` lands in row 3 of `layers.mlp.up_proj.kernel`.
+model stacks layers, `layers.3.mlp.up_proj.kernel` lands in row 3 of `layers.mlp.up_proj.kernel`
+(also inside lists: `down_blocks.1.attentions.0.transformer_blocks.3...` -> row 3).
 """
 from __future__ import annotations
 
@@ -87,12 +88,11 @@ def load_weights(model: nnx.Module, tensors: Iterable[tuple[str, np.ndarray]], t
     def write(key: str, path: str, value: np.ndarray) -> bool:
         if path in variables:
             name, row = path, None
-        else:  # stacked layers: drop the layer index from the path
+        else:  # stacked layers: drop the layer index (the one digit whose removal names a variable)
             parts = path.split(".")
-            idx = next((i for i, p in enumerate(parts) if p.isdigit()), None)
-            name = None if idx is None else ".".join(parts[:idx] + parts[idx + 1:])
-            row = None if idx is None else int(parts[idx])
-            if name not in variables:
+            name, row = next(((n, int(parts[i])) for i, p in enumerate(parts) if p.isdigit()
+                              if (n := ".".join(parts[:i] + parts[i + 1:])) in variables), (None, None))
+            if name is None:
                 report.unmatched.append(f"{key} -> {path}")
                 return False
         var = variables[name]

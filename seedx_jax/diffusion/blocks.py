@@ -5,23 +5,29 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from seedx_jax.nn import Conv2d, GroupNorm, MultiHeadAttention
+from seedx_jax.nn import Conv2d, GroupNorm, Linear, MultiHeadAttention
 
 
 class ResnetBlock2D(nnx.Module):
-    """norm1 -> silu -> conv1 -> norm2 -> silu -> conv2, plus a (1x1-conv) shortcut."""
+    """norm1 -> silu -> conv1 (+ time_emb_proj(silu(temb))) -> norm2 -> silu -> conv2, plus a
+    (1x1-conv) shortcut. The VAE's blocks have no time embedding (`temb_channels=None`)."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, groups: int, eps: float, dtype=jnp.float32,
-                 param_dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(self, in_channels: int, out_channels: int, *, groups: int, eps: float,
+                 temb_channels: int | None = None, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.norm1 = GroupNorm(groups, in_channels, eps=eps, param_dtype=param_dtype)
         self.conv1 = Conv2d(in_channels, out_channels, 3, padding=1, **kw)
+        self.time_emb_proj = (None if temb_channels is None else
+                              Linear(temb_channels, out_channels, logical_axes=("mlp", "embed"), use_bias=True, **kw))
         self.norm2 = GroupNorm(groups, out_channels, eps=eps, param_dtype=param_dtype)
         self.conv2 = Conv2d(out_channels, out_channels, 3, padding=1, **kw)
         self.conv_shortcut = Conv2d(in_channels, out_channels, 1, **kw) if in_channels != out_channels else None
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, temb: jax.Array | None = None) -> jax.Array:
+        """x `[N, H, W, in]`, temb `[N, temb_channels]` -> `[N, H, W, out]`."""
         h = self.conv1(jax.nn.silu(self.norm1(x)))
+        if self.time_emb_proj is not None:
+            h = h + self.time_emb_proj(jax.nn.silu(temb))[:, None, None, :]
         h = self.conv2(jax.nn.silu(self.norm2(h)))
         return (x if self.conv_shortcut is None else self.conv_shortcut(x)) + h
 
