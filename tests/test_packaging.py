@@ -22,14 +22,14 @@ from seedx_jax import tokens
 from seedx_jax.vision import QwenViT, VisionConfig
 from seedx_jax.vision import anyres, encode, features, image_io, params
 from seedx_jax.detokenizer import ResamplerXL, ResamplerXLConfig, params as detok_params
-from seedx_jax.diffusion import euler
+from seedx_jax.diffusion import schedulers
 from seedx_jax.diffusion.vae import AutoencoderKL, VAEConfig
 model = LlamaForCausalLM(LlamaConfig.preset("llama_tiny"), rngs=nnx.Rngs(0))
 generate(model, jnp.ones((1, 3), jnp.int32), 2)
 views = anyres.process_anyres(image_io.load_image(Image.new("RGB", (60, 40))), base=112)
 encode.ViewEncoder(QwenViT(VisionConfig.preset("qwen_vit_tiny"), rngs=nnx.Rngs(0)))(views.pixels)
 ResamplerXL(ResamplerXLConfig.preset("tiny"), rngs=nnx.Rngs(0))(jnp.ones((1, 4, 16)))
-euler.euler_schedule(euler.NoiseScheduleConfig(), 20)
+schedulers.euler_schedule(schedulers.NoiseScheduleConfig(), 20)
 AutoencoderKL(VAEConfig.preset("tiny"), rngs=nnx.Rngs(0)).decode(jnp.zeros((1, 4, 4, 4)))
 heavy = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "transformers", "diffusers", "peft"})
 print("HEAVY", heavy)

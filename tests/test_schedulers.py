@@ -5,8 +5,9 @@ import pytest
 import torch
 from diffusers import EulerDiscreteScheduler
 
-from seedx_jax.diffusion.euler import (NoiseScheduleConfig, alphas_cumprod, edit_guidance, euler_schedule,
-                                       euler_step, scale_model_input)
+from seedx_jax.diffusion.guidance import edit_guidance
+from seedx_jax.diffusion.schedulers import (NoiseScheduleConfig, alphas_cumprod, euler_schedule, euler_step,
+                                            scale_model_input)
 
 SDXL = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
             prediction_type="epsilon", timestep_spacing="leading", steps_offset=1, interpolation_type="linear",
