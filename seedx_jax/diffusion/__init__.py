@@ -1,1 +1,1 @@
-"""Diffusion: noise schedules, samplers and guidance (the U-Net and VAE come with issue 4's rest)."""
+"""Diffusion: SDXL U-Net and VAE, noise schedules, guidance and the jitted sampling loop."""
