@@ -40,6 +40,7 @@ test-all: venv
 bench: venv
 	$(PY) bench/bench_llama.py
 	$(PY) bench/bench_vit.py
+	$(PY) bench/bench_unet.py
 
 clean-venv:
 	rm -rf $(VENV)
