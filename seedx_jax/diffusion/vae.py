@@ -151,3 +151,47 @@ class AutoencoderKL(nnx.Module):
         """latents `[N, h, w, latent]` (unscaled) -> images `[N, h*f, w*f, 3]` in about [-1, 1]."""
         self._check(latents, "latents", self.config.latent_channels, 1)
         return self.decoder(self.post_quant_conv(latents))
+
+    def decode_tiled(self, latents: jax.Array, tile_latent_size: int = 128, overlap: float = 0.25) -> jax.Array:
+        """`decode` in overlapping tiles for images too large to decode at once (diffusers `tiled_decode`).
+
+        Tiles of `tile_latent_size` latents (SDXL: 128 = 1024 px) start every `(1 - overlap)` of a tile;
+        each is decoded by one jitted call (at most 4 tile shapes compile), then blended linearly over
+        `overlap` of a tile with the tile above and the tile to the left, and cropped. Same result as
+        diffusers; not the same as `decode`, whose receptive field spans the whole image.
+        """
+        self._check(latents, "latents", self.config.latent_channels, 1)
+        if tile_latent_size < 1 or not 0 <= overlap < 1:
+            raise ValueError(f"decode_tiled: tile_latent_size={tile_latent_size} must be >= 1 and overlap={overlap} "
+                             "in [0, 1)")
+        f = self.config.downsample_factor
+        stride = int(tile_latent_size * (1 - overlap))
+        tile_px = tile_latent_size * f
+        blend, keep = int(tile_px * overlap), tile_px - int(tile_px * overlap)
+        h, w = latents.shape[1:3]
+        rows = [[_jit_decode(self, latents[:, i:i + tile_latent_size, j:j + tile_latent_size]) for j in range(0, w, stride)]
+                for i in range(0, h, stride)]
+        out_rows = []
+        for i, row in enumerate(rows):
+            for j in range(len(row)):  # blended tiles replace the originals, as diffusers does in place
+                if i > 0:
+                    row[j] = _blend(rows[i - 1][j], row[j], blend, axis=1)
+                if j > 0:
+                    row[j] = _blend(row[j - 1], row[j], blend, axis=2)
+            out_rows.append(jnp.concatenate([t[:, :keep, :keep] for t in row], axis=2))
+        return jnp.concatenate(out_rows, axis=1)
+
+
+_jit_decode = nnx.jit(AutoencoderKL.decode)  # module level: compiled tile shapes are reused across calls
+
+
+def _blend(prev: jax.Array, tile: jax.Array, extent: int, axis: int) -> jax.Array:
+    """Cross-fade the first `extent` rows/columns of `tile` from the last ones of `prev` (linear ramp)."""
+    extent = min(prev.shape[axis], tile.shape[axis], extent)
+    if extent == 0:
+        return tile
+    ramp = (jnp.arange(extent, dtype=jnp.float32) / extent).reshape([-1 if a == axis else 1 for a in range(4)])
+    head = jax.lax.slice_in_dim(tile, 0, extent, axis=axis)
+    tail = jax.lax.slice_in_dim(prev, prev.shape[axis] - extent, prev.shape[axis], axis=axis)
+    mixed = (tail * (1 - ramp) + head * ramp).astype(tile.dtype)
+    return jnp.concatenate([mixed, jax.lax.slice_in_dim(tile, extent, tile.shape[axis], axis=axis)], axis=axis)
