@@ -5,6 +5,7 @@ key layout (SDXL `unet/`, `vae/` state dicts + a checkpoint with `resampler.*` a
 Tolerance: 1e-3 relative on the [0, 1] images after 4 guided steps (issue 4's bound on latents;
 the tiny VAE decode is within 1e-4 on its own, test_vae.py).
 """
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -124,3 +125,20 @@ def test_stage2_checkpoint_without_conv_in_is_refused():
     checkpoint = [("resampler." + k, t.detach().numpy()) for k, t in resampler.state_dict().items()]
     with pytest.raises(ValueError, match=r"shape mismatch: conv_in.weight"):
         load_detokenizer(ours, base.items(), ((k, t.numpy()) for k, t in vae.state_dict().items()), checkpoint)
+
+
+def test_reconstruct_from_vit_features():
+    from seedx_jax.detokenizer.model import negative_features
+    from seedx_jax.vision import QwenViT, VisionConfig
+    from seedx_jax.vision.features import vit_down
+
+    vit_cfg = VisionConfig.preset("qwen_vit_tiny", image_size=56)
+    vit = QwenViT(vit_cfg, rngs=nnx.Rngs(3))
+    neg256, neg64 = negative_features(vit, pooled=False), negative_features(vit, pooled=True)
+    assert neg256.shape == (1, 256, vit_cfg.output_dim) and neg64.shape == (1, 64, vit_cfg.output_dim)
+    np.testing.assert_allclose(np.asarray(neg64), np.asarray(vit_down(neg256)), rtol=1e-6, atol=1e-6)
+    cfg = CFG.replace(resampler=CFG.resampler.replace(embedding_dim=vit_cfg.output_dim))
+    model = Detokenizer(cfg, rngs=nnx.Rngs(0))
+    views = jax.random.normal(jax.random.key(0), (2, 56, 56, 3))
+    out = model.reconstruct(vit, views, height=H, width=W, sampler=SamplerConfig(num_steps=1))
+    assert out.shape == (2, H, W, 3) and bool(jnp.isfinite(out).all())

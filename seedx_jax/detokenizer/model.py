@@ -142,6 +142,13 @@ class Detokenizer(nnx.Module):
                                  latent_size=(height // f, width // f), seed=seed, cond_latents=cond_latents)
         return _decode(self.vae, latents)
 
+    def reconstruct(self, vit: QwenViT, images: jax.Array, **generate_kwargs) -> jax.Array:
+        """Path B of SEEDX.md §9.4 (the official reconstruction demos): `image_transform`-ed views
+        `[N, S, S, 3]` -> all 256 ViT tokens -> `generate` against the unpooled zero-image negative.
+        Pass `condition_images` too for a stage-2 reconstruction."""
+        features = nnx.jit(lambda m, x: m(x))(vit, images)
+        return self.generate(features, negative_features(vit, pooled=False), **generate_kwargs)
+
 
 def load_detokenizer(model: Detokenizer, sdxl_unet: Iterable[tuple[str, np.ndarray]],
                      sdxl_vae: Iterable[tuple[str, np.ndarray]], checkpoint: Iterable[tuple[str, np.ndarray]]) -> None:
