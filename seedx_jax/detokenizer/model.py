@@ -70,13 +70,16 @@ def negative_features(vit: QwenViT, *, pooled: bool = True) -> jax.Array:
     (reconstructing an image's own ViT features) uses all 256 (SEEDX.md §9.4).
     """
     s = vit.config.image_size
-    feats = nnx.jit(lambda m, x: m(x))(vit, jnp.zeros((1, s, s, 3), jnp.float32))
+    feats = _vit_forward(vit, jnp.zeros((1, s, s, 3), jnp.float32))
     return vit_down(feats) if pooled else feats
 
 
 def to_uint8(images: jax.Array) -> np.ndarray:
     """`[N, H, W, 3]` in about [-1, 1] -> uint8 as diffusers: round(clamp(x / 2 + 0.5, 0, 1) * 255)."""
     return np.asarray(jnp.round(jnp.clip(images / 2 + 0.5, 0, 1) * 255)).astype(np.uint8)
+
+
+_vit_forward = nnx.jit(QwenViT.__call__)  # module level: one compile per view shape, reused across calls
 
 
 @nnx.jit
@@ -146,7 +149,7 @@ class Detokenizer(nnx.Module):
         """Path B of SEEDX.md §9.4 (the official reconstruction demos): `image_transform`-ed views
         `[N, S, S, 3]` -> all 256 ViT tokens -> `generate` against the unpooled zero-image negative.
         Pass `condition_images` too for a stage-2 reconstruction."""
-        features = nnx.jit(lambda m, x: m(x))(vit, images)
+        features = _vit_forward(vit, images)
         return self.generate(features, negative_features(vit, pooled=False), **generate_kwargs)
 
 

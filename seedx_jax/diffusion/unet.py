@@ -205,9 +205,13 @@ class UNet2DConditionModel(nnx.Module):
                 shown = ", ".join("T" if w is None else str(w) for w in want)
                 raise ValueError(f"{name} must be [{shown}] to match sample batch {n}, got {tuple(got)}")
 
-    def _remat(self, fn):
-        cfg = self.config
-        return fn if cfg.remat == "none" else nnx.remat(fn, policy=remat_policy(cfg.remat))
+    def _block_runner(self):
+        """`run(block, *args)` = `block(*args)`, rematerialised per block when `config.remat` says so."""
+        def run(block, *args):
+            return block(*args)
+
+        remat = self.config.remat
+        return run if remat == "none" else nnx.remat(run, policy=remat_policy(remat))
 
     def __call__(self, sample: jax.Array, timesteps: jax.Array, context: jax.Array, pooled: jax.Array,
                  time_ids: jax.Array) -> jax.Array:
@@ -227,13 +231,14 @@ class UNet2DConditionModel(nnx.Module):
         context = context.astype(dtype)
 
         x = shard_activation(self.conv_in(sample.astype(dtype)), ("batch", None, None, "act_embed"))
+        run = self._block_runner()
         skips = [x]
         for block in self.down_blocks:
-            x, block_skips = self._remat(lambda b, x, t, c: b(x, t, c))(block, x, temb, context)
+            x, block_skips = run(block, x, temb, context)
             skips += block_skips
-        x = self._remat(lambda b, x, t, c: b(x, t, c))(self.mid_block, x, temb, context)
+        x = run(self.mid_block, x, temb, context)
         for block in self.up_blocks:
             n_skips = len(block.resnets)
             block_skips, skips = skips[-n_skips:], skips[:-n_skips]
-            x = self._remat(lambda b, x, s, t, c: b(x, s, t, c))(block, x, block_skips, temb, context)
+            x = run(block, x, block_skips, temb, context)
         return self.conv_out(jax.nn.silu(self.conv_norm_out(x)))
