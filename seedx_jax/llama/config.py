@@ -64,21 +64,6 @@ class LlamaConfig(ConfigBase):
     def params_dtype(self) -> jnp.dtype:
         return jnp.dtype(self.param_dtype)
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "LlamaConfig":
-        """From a (ConfigDict-like) mapping: optional `preset`, fields, and a `lora` sub-mapping."""
-        d = dict(d)
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - fields - {"preset"})
-        if unknown:
-            raise ValueError(f"LlamaConfig has no fields {unknown}")
-        lora = d.pop("lora", None)
-        if lora is not None and not isinstance(lora, LoraConfig):
-            lora = LoraConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in dict(lora).items()})
-        d["lora"] = lora
-        preset = d.pop("preset", None)
-        return cls.preset(preset, **d) if preset else cls(**d)
-
     def to_hf_dict(self) -> dict[str, Any]:
         """The matching transformers `LlamaConfig` kwargs (architecture fields only)."""
         return dict(

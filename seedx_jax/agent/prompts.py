@@ -1,0 +1,75 @@
+"""Prompt templates of the released models (SEEDX.md §8). Prompts are strings; the tokenizer turns
+them into ids after a BOS, exactly as the official inference scripts do.
+
+`{images}` is the any-res text (§2.6) of every input image, concatenated; the official scripts
+prepend it to the question. Multi-turn inference is not scripted officially: follow-up turns use the
+training layout `\\n[INST] {question} [/INST]\\n` (§11.4); for the base model we chose
+`\\nQuestion: {question}\\nAnswer:`.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from seedx_jax import tokens as T
+
+
+class PromptError(ValueError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptTemplate:
+    name: str
+    comprehension: str  # {images}, {question}
+    grounding: str  # {images}, {caption}
+    text_to_image: str  # {caption}
+    follow_up: str  # {question}
+    edit: str | None = None  # {images}, {instruction}; SEED-X-Edit (1x1 grid)
+    grounding_opens_box: bool = False  # the grounding prompt ends in <box_start>
+
+    def chat(self, question: str, image_texts: list[str]) -> str:
+        return self.comprehension.format(images="".join(image_texts), question=_non_empty(question, "question"))
+
+    def ground(self, caption: str, image_texts: list[str]) -> str:
+        if not image_texts:
+            raise PromptError("grounding needs an image: boxes are measured on the input image")
+        return self.grounding.format(images="".join(image_texts), caption=_non_empty(caption, "caption"))
+
+    def generate(self, caption: str) -> str:
+        return self.text_to_image.format(caption=_non_empty(caption, "caption"))
+
+    def edit_prompt(self, instruction: str, image_text: str) -> str:
+        if self.edit is None:
+            raise PromptError(f"template {self.name!r} has no editing prompt; use seed_x_edit")
+        return self.edit.format(images=image_text, instruction=_non_empty(instruction, "instruction"))
+
+    def next_turn(self, question: str) -> str:
+        return self.follow_up.format(question=_non_empty(question, "question"))
+
+
+def _non_empty(text: str, name: str) -> str:
+    if not text or not text.strip():
+        raise PromptError(f"{name} is empty")
+    return text
+
+
+_INST = "[INST] {images}{question} [/INST]\n"
+TEMPLATES = {
+    "seed_x": PromptTemplate(
+        "seed_x", comprehension="Question: {images}{question}\nAnswer:",
+        grounding="{images}{caption} [[ " + T.BOX_START, text_to_image="{caption}" + T.IMG_START,
+        follow_up="\nQuestion: {question}\nAnswer:", grounding_opens_box=True),
+    "seed_x_i": PromptTemplate(
+        "seed_x_i", comprehension=_INST, grounding=_INST.replace("{question}", "{caption}"),
+        text_to_image="[INST] Generate an image: {caption} [/INST]\n", follow_up="\n[INST] {question} [/INST]\n"),
+    "seed_x_edit": PromptTemplate(
+        "seed_x_edit", comprehension=_INST, grounding=_INST.replace("{question}", "{caption}"),
+        text_to_image="[INST] Generate an image: {caption} [/INST]\n", follow_up="\n[INST] {question} [/INST]\n",
+        edit=_INST.replace("{question}", "{instruction}")),
+}
+
+
+def get_template(name: str) -> PromptTemplate:
+    if name not in TEMPLATES:
+        raise PromptError(f"unknown prompt template {name!r}; choose from {sorted(TEMPLATES)}")
+    return TEMPLATES[name]

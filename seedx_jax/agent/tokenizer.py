@@ -1,0 +1,150 @@
+"""The SEED-X token layout on a Llama SentencePiece model, tokenising as transformers 4.30.2's slow
+`LlamaTokenizer` did for the released checkpoints (SEEDX.md §7).
+
+Rules reproduced (§7.3): the text is split on added tokens (and on the SentencePiece control strings
+`<s>`, `</s>`, `<unk>`, which 4.30.2 also never splits); whitespace next to every split token is
+stripped from the neighbouring fragments (`str.strip`, so newlines go too); each remaining non-empty
+fragment is encoded separately by SentencePiece (each gets its own dummy-prefix `▁`). Newer
+transformers releases tokenise some of these prompts differently, hence our own implementation.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from typing import Iterable, Sequence
+
+from seedx_jax import tokens as T
+
+SP_MODEL_FILE = "tokenizer.model"
+ADDED_TOKENS_FILE = "added_tokens.json"
+SPECIAL_TOKENS_FILE = "special_tokens_map.json"
+NUM_IMAGE_TOKEN_STRINGS = 100  # <img_00000>..<img_00099>; only the first 64 are used
+
+
+def released_added_tokens() -> list[str]:
+    """The 330 added tokens in the released id order (§7.2): id = base vocabulary size + index."""
+    return ([T.image_token(i) for i in range(NUM_IMAGE_TOKEN_STRINGS)]
+            + [T.IMG_START, T.IMG_END, T.PATCH_START, T.PATCH_END]
+            + [T.loc_token(k) for k in range(T.NUM_LOC_BINS)] + [T.BOX_START, T.BOX_END])
+
+
+class TokenizerError(ValueError):
+    pass
+
+
+class SeedXTokenizer:
+    """`encode(text) -> ids`, `decode(ids) -> text` for SEED-X prompts.
+
+    `added_tokens` maps each added string to its id (the released `added_tokens.json`); by default the
+    330 SEED-X tokens get ids `sp_vocab_size .. sp_vocab_size + 329` in the released order.
+    """
+
+    def __init__(self, sp_model_file: str, added_tokens: dict[str, int] | None = None,
+                 pad_token: str | None = None):
+        import sentencepiece as spm  # an extra only the tokenizer needs; imported late on purpose
+
+        if not os.path.isfile(sp_model_file):
+            raise TokenizerError(f"tokenizer: no SentencePiece model at {sp_model_file}")
+        self.sp_model_file = sp_model_file
+        self.sp = spm.SentencePieceProcessor(model_file=sp_model_file)
+        base = self.sp.get_piece_size()
+        if added_tokens is None:
+            added_tokens = {tok: base + i for i, tok in enumerate(released_added_tokens())}
+        missing = [t for t in released_added_tokens() if t not in added_tokens]
+        if missing:
+            raise TokenizerError(f"tokenizer: added tokens lack {len(missing)} SEED-X tokens, e.g. {missing[:3]}")
+        ids = sorted(added_tokens.values())
+        if ids != list(range(base, base + len(ids))):
+            raise TokenizerError(f"tokenizer: added token ids must be {base}..{base + len(ids) - 1} after the "
+                                 f"{base} SentencePiece pieces, got {ids[0]}..{ids[-1]}")
+        self.added_tokens = dict(added_tokens)
+        self._added_by_id = {i: t for t, i in self.added_tokens.items()}
+        self.bos_id, self.eos_id, self.unk_id = self.sp.bos_id(), self.sp.eos_id(), self.sp.unk_id()
+        self._control = {self.sp.id_to_piece(i): i for i in (self.bos_id, self.eos_id, self.unk_id) if i >= 0}
+        # pad: the released files may name one [UNKNOWN]; unk otherwise (padding never reaches a loss).
+        self.pad_token = pad_token
+        self.pad_id = self.token_id(pad_token) if pad_token else self.unk_id
+        splitters = sorted({**self.added_tokens, **self._control}, key=len, reverse=True)
+        self._split_re = re.compile("(" + "|".join(re.escape(s) for s in splitters) + ")")
+
+    # -- files ---------------------------------------------------------------------------------
+
+    @classmethod
+    def from_dir(cls, path: str) -> "SeedXTokenizer":
+        """A released tokenizer folder: tokenizer.model [+ added_tokens.json, special_tokens_map.json]."""
+        if not os.path.isdir(path):
+            raise TokenizerError(f"tokenizer: {path} is not a directory")
+        added = None
+        if os.path.isfile(os.path.join(path, ADDED_TOKENS_FILE)):
+            with open(os.path.join(path, ADDED_TOKENS_FILE)) as f:
+                added = {k: int(v) for k, v in json.load(f).items()}
+        pad = None
+        if os.path.isfile(os.path.join(path, SPECIAL_TOKENS_FILE)):
+            with open(os.path.join(path, SPECIAL_TOKENS_FILE)) as f:
+                pad = json.load(f).get("pad_token")
+            pad = pad.get("content") if isinstance(pad, dict) else pad
+        return cls(os.path.join(path, SP_MODEL_FILE), added, pad_token=pad)
+
+    def save(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+        shutil.copyfile(self.sp_model_file, os.path.join(path, SP_MODEL_FILE))
+        with open(os.path.join(path, ADDED_TOKENS_FILE), "w") as f:
+            json.dump(self.added_tokens, f, indent=0)
+        if self.pad_token:
+            with open(os.path.join(path, SPECIAL_TOKENS_FILE), "w") as f:
+                json.dump({"pad_token": self.pad_token}, f)
+
+    # -- vocabulary ----------------------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size() + len(self.added_tokens)
+
+    def token_id(self, token: str) -> int:
+        if token in self.added_tokens:
+            return self.added_tokens[token]
+        if token in self._control:
+            return self._control[token]
+        raise TokenizerError(f"tokenizer: {token!r} is not an added or control token")
+
+    def is_added(self, token_id: int) -> bool:
+        return token_id in self._added_by_id
+
+    # -- encode / decode -----------------------------------------------------------------------
+
+    def split(self, text: str) -> list[str]:
+        """Fragments and split tokens in order, whitespace next to split tokens stripped (§7.3)."""
+        parts = self._split_re.split(text)
+        for i in range(1, len(parts), 2):  # odd entries are the split tokens
+            parts[i - 1] = parts[i - 1].rstrip()
+            parts[i + 1] = parts[i + 1].lstrip()
+        return [p for p in parts if p]
+
+    def encode(self, text: str, *, add_bos: bool = False) -> list[int]:
+        """ids of `text` (`add_special_tokens=False` semantics; `add_bos` prepends BOS as the scripts do)."""
+        ids = [self.bos_id] if add_bos else []
+        for part in self.split(text):
+            if part in self.added_tokens or part in self._control:
+                ids.append(self.token_id(part))
+            else:
+                ids.extend(self.sp.encode(part))
+        return ids
+
+    def decode(self, ids: Iterable[int], *, skip_special_tokens: bool = False) -> str:
+        """As 4.30.2: SentencePiece runs decoded, added tokens joined to them with single spaces."""
+        chunks, run = [], []
+        for i in (int(i) for i in ids):
+            if skip_special_tokens and (i in self._added_by_id or i in self._control.values()):
+                continue
+            if i in self._added_by_id:
+                if run:
+                    chunks.append(self.sp.decode(run))
+                    run = []
+                chunks.append(self._added_by_id[i])
+            else:
+                run.append(i)
+        if run:
+            chunks.append(self.sp.decode(run))
+        return " ".join(chunks)
