@@ -1,8 +1,14 @@
-"""Greedy generation: one jitted prefill + `lax.while_loop` decode over a fixed-size KV cache."""
+"""Decoding: one jitted prefill + `lax.while_loop` decode over a fixed-size KV cache.
+
+Greedy or sampled (temperature, top-k, top-p, a seed), with an optional logits processor (a hashable
+callable `(logits [B, V], last_ids [B]) -> logits`, e.g. SEED-X's image-token forcing), a prefill
+from `inputs_embeds` (multimodal prompts), and the post-norm hidden state of every decode step.
+"""
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -12,17 +18,64 @@ from flax import nnx
 from seedx_jax.llama.kv_cache import KVCache
 from seedx_jax.llama.model import LlamaForCausalLM, check_token_ids
 
+LogitsProcessor = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """temperature 0: greedy (SEED-X's released setting); otherwise softmax sampling after top-k / top-p."""
+
+    temperature: float = 0.0
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1: off
+
+    def __post_init__(self):
+        if not self.temperature >= 0:
+            raise ValueError(f"Sampling.temperature={self.temperature} must be >= 0")
+        if self.top_k < 0:
+            raise ValueError(f"Sampling.top_k={self.top_k} must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"Sampling.top_p={self.top_p} must be in (0, 1]")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def select_tokens(logits: jax.Array, sampling: Sampling, key: jax.Array) -> jax.Array:
+    """logits `[B, V]` -> token ids `[B]` (HF semantics: temperature, then top-k, then top-p)."""
+    if sampling.greedy:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logits = logits.astype(jnp.float32) / sampling.temperature
+    if sampling.top_k:
+        kth = jax.lax.top_k(logits, min(sampling.top_k, logits.shape[-1]))[0][:, -1:]
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    if sampling.top_p < 1:
+        ordered = jnp.sort(logits, axis=-1)[:, ::-1]
+        probs = jax.nn.softmax(ordered, axis=-1)
+        mass_before = jnp.cumsum(probs, axis=-1) - probs  # keep a token while the mass before it < top_p
+        kept = jnp.where(mass_before < sampling.top_p, ordered, jnp.inf)
+        logits = jnp.where(logits < kept.min(axis=-1, keepdims=True), -jnp.inf, logits)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
 
 class GenerateOutput(NamedTuple):
     tokens: jax.Array  # [B, max_new_tokens], pad_token_id after a row's stop token
     num_tokens: jax.Array  # [B] generated tokens per row, stop token included
+    # [B, max_new_tokens, D] post-norm hidden state computed with generated token j as input
+    # (return_hidden only; entry num_tokens - 1 onwards is never computed and stays 0).
+    hidden_states: jax.Array | None = None
 
 
 def generate(model: LlamaForCausalLM, prompt_ids, max_new_tokens: int, *, prompt_lengths=None,
-             stop_token_ids: Sequence[int] = (), pad_token_id: int = 0) -> GenerateOutput:
-    """Greedy decoding of right-padded prompts `[B, T]` (`prompt_lengths` `[B]`, default T).
+             inputs_embeds=None, stop_token_ids: Sequence[int] = (), pad_token_id: int = 0,
+             sampling: Sampling = Sampling(), seed: int = 0, logits_processor: LogitsProcessor | None = None,
+             return_hidden: bool = False) -> GenerateOutput:
+    """Decode right-padded prompts `[B, T]` (`prompt_lengths` `[B]`, default T).
 
-    Row b continues from position `prompt_lengths[b]`; it stops after emitting a stop token.
+    Row b continues from position `prompt_lengths[b]` and stops after emitting a stop token.
+    `inputs_embeds` `[B, T, D]` replaces the prompt's token embeddings in the prefill (the ids are
+    still what `logits_processor` sees as the last token).
     """
     cfg = model.config
     prompt_ids = np.asarray(prompt_ids)
@@ -34,42 +87,63 @@ def generate(model: LlamaForCausalLM, prompt_ids, max_new_tokens: int, *, prompt
         raise ValueError(f"prompt_lengths must be [{b}] values in [1, {t}], got {lengths.tolist()}")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
+    if t + max_new_tokens > cfg.max_position_embeddings:
+        raise ValueError(f"prompt ({t} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model context of "
+                         f"{cfg.max_position_embeddings} positions; shorten the prompt or lower max_new_tokens")
+    if inputs_embeds is not None and tuple(inputs_embeds.shape) != (b, t, cfg.hidden_size):
+        raise ValueError(f"inputs_embeds must be {(b, t, cfg.hidden_size)}, got {tuple(inputs_embeds.shape)}")
     check_token_ids(prompt_ids, cfg.vocab_size, "prompt_ids")
     for name, ids in (("stop_token_ids", list(stop_token_ids)), ("pad_token_id", [pad_token_id])):
         check_token_ids(np.asarray(ids, np.int64), cfg.vocab_size, name)
     graphdef, state = nnx.split(model)
     return _generate(graphdef, state, jnp.asarray(prompt_ids, jnp.int32), jnp.asarray(lengths, jnp.int32),
-                     max_new_tokens, tuple(int(s) for s in stop_token_ids), int(pad_token_id))
+                     inputs_embeds, jax.random.key(seed), max_new_tokens, tuple(int(s) for s in stop_token_ids),
+                     int(pad_token_id), sampling, logits_processor, return_hidden)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))
-def _generate(graphdef, state, prompt_ids, lengths, max_new_tokens, stop_ids, pad_id):
+@functools.partial(jax.jit, static_argnums=(0, 6, 7, 8, 9, 10, 11))
+def _generate(graphdef, state, prompt_ids, lengths, inputs_embeds, key, max_new_tokens, stop_ids, pad_id,
+              sampling, processor, return_hidden):
     model = nnx.merge(graphdef, state)
     b, t = prompt_ids.shape
+    rows = jnp.arange(b)
     cache = KVCache.init(model.config, b, t + max_new_tokens)
     positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-    out = model(prompt_ids, positions=positions, cache=cache, return_logits=False)
-    last_hidden = out.hidden_states[jnp.arange(b), lengths - 1]
-    first = jnp.argmax(model.lm_head(last_hidden), axis=-1).astype(jnp.int32)
+    if inputs_embeds is None:
+        out = model(prompt_ids, positions=positions, cache=cache, return_logits=False)
+    else:
+        out = model(inputs_embeds=inputs_embeds, positions=positions, cache=cache, return_logits=False)
+
+    def pick(logits, last, i):
+        logits = logits.astype(jnp.float32)
+        if processor is not None:
+            logits = processor(logits, last)
+        return select_tokens(logits, sampling, jax.random.fold_in(key, i))
+
+    first = pick(model.lm_head(out.hidden_states[rows, lengths - 1]), prompt_ids[rows, lengths - 1], 0)
 
     def is_stop(tok):
         return jnp.isin(tok, jnp.asarray(stop_ids, jnp.int32)) if stop_ids else jnp.zeros_like(tok, bool)
 
     tokens = jnp.full((b, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
-    init = (jnp.int32(1), tokens, is_stop(first), out.cache, lengths, jnp.ones((b,), jnp.int32))
+    hidden = (jnp.zeros((b, max_new_tokens, model.config.hidden_size), out.hidden_states.dtype)
+              if return_hidden else None)
+    init = (jnp.int32(1), tokens, is_stop(first), out.cache, lengths, jnp.ones((b,), jnp.int32), hidden)
 
     def cond(carry):
         i, _, done, *_ = carry
         return (i < max_new_tokens) & ~jnp.all(done)
 
     def body(carry):
-        i, tokens, done, cache, pos, count = carry
+        i, tokens, done, cache, pos, count, hidden = carry
         prev = tokens[:, i - 1]
         step = model(prev[:, None], positions=pos[:, None], cache=cache)
-        nxt = jnp.argmax(step.logits[:, 0], axis=-1).astype(jnp.int32)
+        if return_hidden:
+            hidden = hidden.at[:, i - 1].set(step.hidden_states[:, 0])
+        nxt = pick(step.logits[:, 0], prev, i)
         tokens = tokens.at[:, i].set(jnp.where(done, pad_id, nxt))
         count = count + (~done).astype(jnp.int32)
-        return i + 1, tokens, done | is_stop(nxt), step.cache, pos + 1, count
+        return i + 1, tokens, done | is_stop(nxt), step.cache, pos + 1, count, hidden
 
-    _, tokens, _, _, _, count = jax.lax.while_loop(cond, body, init)
-    return GenerateOutput(tokens, count)
+    _, tokens, _, _, _, count, hidden = jax.lax.while_loop(cond, body, init)
+    return GenerateOutput(tokens, count, hidden)
