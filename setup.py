@@ -14,13 +14,13 @@ RUNTIME = [
     "einops>=0.8",
     "numpy>=2.0",
     "pillow>=10.0",
+    "sentencepiece>=0.2",  # the SEED-X tokenizer
 ]
 # PyTorch-side packages: weight conversion and parity tests only, never imported by the JAX runtime.
 CONVERT = [
     "torch>=2.4",
     "transformers>=5.0",
     "safetensors>=0.4",
-    "sentencepiece>=0.2",
     "diffusers>=0.40",
     "peft>=0.17",
     "accelerate>=1.0",
@@ -34,6 +34,7 @@ setup(
     packages=find_packages(include=["seedx_jax", "seedx_jax.*"]),
     python_requires=">=3.10",
     install_requires=RUNTIME,
+    entry_points={"console_scripts": ["seedx-jax=seedx_jax.cli:main"]},
     extras_require={
         "convert": CONVERT,
         "data": DATA,

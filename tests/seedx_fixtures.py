@@ -70,3 +70,25 @@ class TorchAgent(nn.Module):
         target = nn.functional.avg_pool1d(gen_targets.transpose(1, 2), 4, 4).transpose(1, 2)
         rec = nn.functional.mse_loss(pred, target.detach())
         return out.logits, hidden, pred, out.loss, rec, out.loss + 6.0 * rec
+
+
+def script_agent(agent, tokenizer, transitions: dict[str, str]) -> None:
+    """Make a random agent answer deterministically: with the residual branches zeroed, the hidden
+    state is RMSNorm(embedding of the current token), and lm_head maps each `transitions` source
+    token to its target (token strings, or "\\n" / "</s>"). Other tokens get logit 0."""
+    import jax.numpy as jnp
+
+    llm = agent.llm
+    llm.layers.self_attn.o_proj.kernel[...] = jnp.zeros_like(llm.layers.self_attn.o_proj.kernel[...])
+    llm.layers.mlp.down_proj.kernel[...] = jnp.zeros_like(llm.layers.mlp.down_proj.kernel[...])
+    llm.norm.scale[...] = jnp.ones_like(llm.norm.scale[...])
+    emb = llm.embed_tokens.embedding[...]
+    head = jnp.zeros_like(llm.lm_head.kernel[...])
+
+    def tid(tok):
+        return {"\n": 13, "</s>": tokenizer.eos_id}.get(tok) or tokenizer.token_id(tok)
+
+    for src, dst in transitions.items():
+        e = emb[tid(src)]
+        head = head.at[:, tid(dst)].add(10 * e / jnp.sqrt(jnp.mean(e * e)))
+    llm.lm_head.kernel[...] = head

@@ -1,5 +1,4 @@
 """Image inputs: every mode and source kind, EXIF orientation, and clear errors for bad files."""
-import io
 
 import numpy as np
 import pytest

@@ -1,5 +1,4 @@
 """PyTorch references for the Llama tests: a transformers model built from our config."""
-import numpy as np
 import torch
 from flax import nnx
 from transformers import LlamaConfig as HFLlamaConfig, LlamaForCausalLM as HFLlama

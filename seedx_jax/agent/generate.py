@@ -75,7 +75,7 @@ def _regress(agent, hidden):
 def generate_agent(agent: SeedXAgent, prompt_ids, *, max_new_tokens: int, forcing: ImageTokenForcing,
                    stop_token_ids: Sequence[int], prompt_lengths=None, ids_cmp_mask=None, cmp_features=None,
                    cmp_positions=None, sampling: Sampling = Sampling(), seed: int = 0,
-                   pad_token_id: int = 0) -> AgentGeneration:
+                   pad_token_id: int = 0, progress: bool = False) -> AgentGeneration:
     """Right-padded prompts `[B, T]` with the comprehension images of all rows (`cmp_features`
     `[n, 256, C]` in slot order) -> generated ids and the features of every complete image span."""
     n = agent.config.num_image_tokens
@@ -91,7 +91,7 @@ def generate_agent(agent: SeedXAgent, prompt_ids, *, max_new_tokens: int, forcin
                         jnp.asarray(cmp_positions))
     out = generate(agent.llm, prompt_ids, max_new_tokens, prompt_lengths=prompt_lengths, inputs_embeds=embeds,
                    stop_token_ids=stop_token_ids, pad_token_id=pad_token_id, sampling=sampling, seed=seed,
-                   logits_processor=forcing, return_hidden=True)
+                   logits_processor=forcing, return_hidden=True, progress=progress)
     tokens, counts = np.asarray(out.tokens), np.asarray(out.num_tokens)
     ends = [[e for e in range(n, int(c)) if tokens[row, e] == forcing.span[-1]] for row, c in enumerate(counts)]
     spans = [(row, e) for row, row_ends in enumerate(ends) for e in row_ends]

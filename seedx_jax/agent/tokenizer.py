@@ -13,7 +13,7 @@ import json
 import os
 import re
 import shutil
-from typing import Iterable, Sequence
+from typing import Iterable
 
 from seedx_jax import tokens as T
 

@@ -127,7 +127,7 @@ class Detokenizer(nnx.Module):
 
     def generate(self, features: jax.Array, negative: jax.Array, *, height: int = 1024, width: int = 1024,
                  sampler: SamplerConfig = SamplerConfig(), condition_images: jax.Array | None = None,
-                 noise: jax.Array | None = None, seed: int = 0) -> jax.Array:
+                 noise: jax.Array | None = None, seed: int = 0, progress: bool = False) -> jax.Array:
         """features `[N, L, 4096]` (64 LLM-regressed or 256 ViT tokens), negative `[1 or N, L', 4096]`
         (`negative_features`), condition_images `[N, height, width, 3]` in [0, 1] (stage 2) ->
         images `[N, height, width, 3]` in about [-1, 1] (`to_uint8` for pixels)."""
@@ -142,7 +142,8 @@ class Detokenizer(nnx.Module):
         f = self.config.vae.downsample_factor
         latents = sample_latents(self.unet, Conditioning(pos_embeds, pos_pooled, time_ids),
                                  Conditioning(neg_embeds, neg_pooled, time_ids), config=sampler, noise=noise,
-                                 latent_size=(height // f, width // f), seed=seed, cond_latents=cond_latents)
+                                 latent_size=(height // f, width // f), seed=seed, cond_latents=cond_latents,
+                                 progress=progress)
         return _decode(self.vae, latents)
 
     def reconstruct(self, vit: QwenViT, images: jax.Array, **generate_kwargs) -> jax.Array:

@@ -23,6 +23,7 @@ from seedx_jax.diffusion.guidance import classifier_free_guidance, edit_guidance
 from seedx_jax.diffusion.schedulers import (SOLVERS, NoiseScheduleConfig, dpmpp_2m_step, euler_step, make_schedule,
                                             scale_model_input)
 from seedx_jax.diffusion.unet import UNet2DConditionModel
+from seedx_jax.progress import report_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,9 +58,9 @@ def _cat(*conds: Conditioning) -> Conditioning:
     return Conditioning(*(jnp.concatenate(parts, axis=0) for parts in zip(*conds)))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "mode", "solver"), donate_argnames=("latents",))
+@functools.partial(jax.jit, static_argnames=("graphdef", "mode", "solver", "progress"), donate_argnames=("latents",))
 def _denoise(graphdef, state, latents, timesteps, sigmas, cond: Conditioning, cond_latents, scales, *,
-             mode: str, solver: str):
+             mode: str, solver: str, progress: bool):
     branches = {"none": 1, "cfg": 2, "edit": 3}[mode]
     n = timesteps.shape[0]
 
@@ -80,6 +81,8 @@ def _denoise(graphdef, state, latents, timesteps, sigmas, cond: Conditioning, co
         if solver == "dpmpp_2m":  # second order except on the first and (sigma 0) last step
             second = dpmpp_2m_step(eps, x, x0_prev, sigmas[jnp.maximum(i - 1, 0)], sigma, sigma_next)
             x_next = jnp.where((i > 0) & (i < n - 1), second, x_next)
+        if progress:
+            report_step(i + 1, n, "denoising steps")
         return x_next, x - sigma * eps
 
     x, _ = jax.lax.fori_loop(0, n, body, (latents, jnp.zeros_like(latents)))
@@ -89,13 +92,14 @@ def _denoise(graphdef, state, latents, timesteps, sigmas, cond: Conditioning, co
 def sample_latents(unet: UNet2DConditionModel, positive: Conditioning, negative: Conditioning | None = None, *,
                    config: SamplerConfig = SamplerConfig(), noise: jax.Array | None = None,
                    latent_size: tuple[int, int] | None = None, seed: int = 0,
-                   cond_latents: jax.Array | None = None) -> jax.Array:
+                   cond_latents: jax.Array | None = None, progress: bool = False) -> jax.Array:
     """Denoise from `noise` `[B, h, w, 4]` (or a seeded draw of `latent_size`) -> latents `[B, h, w, 4]`
     (unscaled by the VAE factor's inverse: divide by `scaling_factor` before decoding).
 
     positive/negative: `Conditioning` with batch B; `negative` is required when guidance is on.
     cond_latents `[B, h, w, 4]`: the stage-2 condition latent (zeros when the U-Net has 8 input
-    channels and none is given). Inputs are checked before anything is compiled.
+    channels and none is given). Inputs are checked before anything is compiled. `progress`: report
+    each step to the active `seedx_jax.progress` reporter.
     """
     ucfg = unet.config
     b = positive.context.shape[0]
@@ -136,5 +140,5 @@ def sample_latents(unet: UNet2DConditionModel, positive: Conditioning, negative:
     graphdef, state = nnx.split(unet)
     scales = jnp.asarray([config.guidance_scale, config.image_guidance_scale], jnp.float32)
     x = _denoise(graphdef, state, latents, jnp.asarray(schedule.timesteps), jnp.asarray(schedule.sigmas), cond,
-                 cond_latents, scales, mode=mode, solver=config.solver)
+                 cond_latents, scales, mode=mode, solver=config.solver, progress=progress)
     return x * schedule.final_scale

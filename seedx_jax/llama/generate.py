@@ -17,6 +17,7 @@ from flax import nnx
 
 from seedx_jax.llama.kv_cache import KVCache
 from seedx_jax.llama.model import LlamaForCausalLM, check_token_ids
+from seedx_jax.progress import report_step
 
 LogitsProcessor = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -70,12 +71,13 @@ class GenerateOutput(NamedTuple):
 def generate(model: LlamaForCausalLM, prompt_ids, max_new_tokens: int, *, prompt_lengths=None,
              inputs_embeds=None, stop_token_ids: Sequence[int] = (), pad_token_id: int = 0,
              sampling: Sampling = Sampling(), seed: int = 0, logits_processor: LogitsProcessor | None = None,
-             return_hidden: bool = False) -> GenerateOutput:
+             return_hidden: bool = False, progress: bool = False) -> GenerateOutput:
     """Decode right-padded prompts `[B, T]` (`prompt_lengths` `[B]`, default T).
 
     Row b continues from position `prompt_lengths[b]` and stops after emitting a stop token.
     `inputs_embeds` `[B, T, D]` replaces the prompt's token embeddings in the prefill (the ids are
-    still what `logits_processor` sees as the last token).
+    still what `logits_processor` sees as the last token). `progress`: report every 16th token to the
+    active `seedx_jax.progress` reporter.
     """
     cfg = model.config
     prompt_ids = np.asarray(prompt_ids)
@@ -98,12 +100,12 @@ def generate(model: LlamaForCausalLM, prompt_ids, max_new_tokens: int, *, prompt
     graphdef, state = nnx.split(model)
     return _generate(graphdef, state, jnp.asarray(prompt_ids, jnp.int32), jnp.asarray(lengths, jnp.int32),
                      inputs_embeds, jax.random.key(seed), max_new_tokens, tuple(int(s) for s in stop_token_ids),
-                     int(pad_token_id), sampling, logits_processor, return_hidden)
+                     int(pad_token_id), sampling, logits_processor, return_hidden, progress)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 6, 7, 8, 9, 10, 11))
+@functools.partial(jax.jit, static_argnums=(0, 6, 7, 8, 9, 10, 11, 12))
 def _generate(graphdef, state, prompt_ids, lengths, inputs_embeds, key, max_new_tokens, stop_ids, pad_id,
-              sampling, processor, return_hidden):
+              sampling, processor, return_hidden, progress):
     model = nnx.merge(graphdef, state)
     b, t = prompt_ids.shape
     rows = jnp.arange(b)
@@ -143,6 +145,8 @@ def _generate(graphdef, state, prompt_ids, lengths, inputs_embeds, key, max_new_
         nxt = pick(step.logits[:, 0], prev, i)
         tokens = tokens.at[:, i].set(jnp.where(done, pad_id, nxt))
         count = count + (~done).astype(jnp.int32)
+        if progress:
+            jax.lax.cond(i % 16 == 0, lambda: report_step(i, max_new_tokens, "tokens"), lambda: None)
         return i + 1, tokens, done | is_stop(nxt), step.cache, pos + 1, count, hidden
 
     _, tokens, _, _, _, count, hidden = jax.lax.while_loop(cond, body, init)
