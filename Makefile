@@ -41,6 +41,7 @@ bench: venv
 	$(PY) bench/bench_llama.py
 	$(PY) bench/bench_vit.py
 	$(PY) bench/bench_unet.py
+	$(PY) bench/bench_agent_decode.py
 
 clean-venv:
 	rm -rf $(VENV)

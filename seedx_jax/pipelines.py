@@ -8,6 +8,7 @@ an explicit noise array has the latent shape of the requested size.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from typing import NamedTuple, Sequence
 
@@ -83,8 +84,6 @@ class SeedX:
     @classmethod
     def load(cls, path: str, *, template: str | None = None, progress: Progress | None = None) -> "SeedX":
         """A pipeline directory written by `seedx_jax.checkpoint.save_pipeline`."""
-        import os
-
         manifest = read_pipeline_manifest(path)
         for part in ("tokenizer", "vit", "agent"):
             if not os.path.isdir(os.path.join(path, part)):
@@ -183,7 +182,7 @@ class SeedX:
         if first:
             text = self.template.ground(question, texts) if grounding else self.template.chat(question, texts)
         else:
-            text = "".join(texts) + self.template.next_turn(question) if texts else self.template.next_turn(question)
+            text = self.template.next_turn(question, texts)
         self._add_user_turn(conv, text, pil, anyres)
         opened = grounding and first and self.template.grounding_opens_box
         return self._decode(conv, max_new_tokens, sampling, seed, opened_box=opened), conv
@@ -273,8 +272,10 @@ def _as_jnp(x):
 def _between_pairs(ids: list[int], tokenizer: SeedXTokenizer) -> list[bool]:
     """Positions strictly between each opener (`<img>`/`<patch>`) and its closer, zipped in order
     (the official inference rule, §8)."""
-    openers = [i for i, t in enumerate(ids) if t in (tokenizer.token_id(T.IMG_START), tokenizer.token_id(T.PATCH_START))]
-    closers = [i for i, t in enumerate(ids) if t in (tokenizer.token_id(T.IMG_END), tokenizer.token_id(T.PATCH_END))]
+    opener_ids = {tokenizer.token_id(T.IMG_START), tokenizer.token_id(T.PATCH_START)}
+    closer_ids = {tokenizer.token_id(T.IMG_END), tokenizer.token_id(T.PATCH_END)}
+    openers = [i for i, t in enumerate(ids) if t in opener_ids]
+    closers = [i for i, t in enumerate(ids) if t in closer_ids]
     mask = [False] * len(ids)
     for start, end in zip(openers, closers):
         for i in range(start + 1, end):

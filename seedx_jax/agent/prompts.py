@@ -3,8 +3,8 @@ them into ids after a BOS, exactly as the official inference scripts do.
 
 `{images}` is the any-res text (§2.6) of every input image, concatenated; the official scripts
 prepend it to the question. Multi-turn inference is not scripted officially: follow-up turns use the
-training layout `\\n[INST] {question} [/INST]\\n` (§11.4); for the base model we chose
-`\\nQuestion: {question}\\nAnswer:`.
+training layout `\\n[INST] {images}{question} [/INST]\\n` (§11.4); for the base model we chose
+`\\nQuestion: {images}{question}\\nAnswer:`.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class PromptTemplate:
     comprehension: str  # {images}, {question}
     grounding: str  # {images}, {caption}
     text_to_image: str  # {caption}
-    follow_up: str  # {question}
+    follow_up: str  # {images}, {question}
     edit: str | None = None  # {images}, {instruction}; SEED-X-Edit (1x1 grid)
     grounding_opens_box: bool = False  # the grounding prompt ends in <box_start>
 
@@ -43,8 +43,8 @@ class PromptTemplate:
             raise PromptError(f"template {self.name!r} has no editing prompt; use seed_x_edit")
         return self.edit.format(images=image_text, instruction=_non_empty(instruction, "instruction"))
 
-    def next_turn(self, question: str) -> str:
-        return self.follow_up.format(question=_non_empty(question, "question"))
+    def next_turn(self, question: str, image_texts: list[str] = ()) -> str:
+        return self.follow_up.format(images="".join(image_texts), question=_non_empty(question, "question"))
 
 
 def _non_empty(text: str, name: str) -> str:
@@ -58,13 +58,13 @@ TEMPLATES = {
     "seed_x": PromptTemplate(
         "seed_x", comprehension="Question: {images}{question}\nAnswer:",
         grounding="{images}{caption} [[ " + T.BOX_START, text_to_image="{caption}" + T.IMG_START,
-        follow_up="\nQuestion: {question}\nAnswer:", grounding_opens_box=True),
+        follow_up="\nQuestion: {images}{question}\nAnswer:", grounding_opens_box=True),
     "seed_x_i": PromptTemplate(
         "seed_x_i", comprehension=_INST, grounding=_INST.replace("{question}", "{caption}"),
-        text_to_image="[INST] Generate an image: {caption} [/INST]\n", follow_up="\n[INST] {question} [/INST]\n"),
+        text_to_image="[INST] Generate an image: {caption} [/INST]\n", follow_up="\n" + _INST),
     "seed_x_edit": PromptTemplate(
         "seed_x_edit", comprehension=_INST, grounding=_INST.replace("{question}", "{caption}"),
-        text_to_image="[INST] Generate an image: {caption} [/INST]\n", follow_up="\n[INST] {question} [/INST]\n",
+        text_to_image="[INST] Generate an image: {caption} [/INST]\n", follow_up="\n" + _INST,
         edit=_INST.replace("{question}", "{instruction}")),
 }
 
