@@ -55,8 +55,9 @@ def _add_common(p: argparse.ArgumentParser, *, decodes: bool, renders: bool) -> 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seedx-jax", description="SEED-X in JAX: chat, generate, edit, reconstruct")
     sub = parser.add_subparsers(dest="command", required=True)
-    chat = sub.add_parser("chat", help="answer questions about images (any size), optionally with boxes")
-    _add_common(chat, decodes=True, renders=False)
+    chat = sub.add_parser("chat", help="answer questions about images (any size), optionally with boxes; "
+                                       "images the model generates are drawn with a stage-1 de-tokenizer")
+    _add_common(chat, decodes=True, renders=True)
     chat.add_argument("--image", action="append", default=[], help="input image (repeatable)")
     chat.add_argument("--prompt", action="append", default=[],
                       help="a user turn (repeat for a multi-turn chat; none: read turns from stdin)")
@@ -129,12 +130,10 @@ def _run(args, record: dict, out_prefix: str, progress: Progress) -> None:
             decode_kw["max_new_tokens"] = args.max_new_tokens
         record["decoding"] = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
                               "max_new_tokens": args.max_new_tokens}
-    render_kw = {}
-    if args.command != "chat":
-        render_kw = dict(height=args.height, width=args.width, sampler=_sampler(args), noise=_noise(args))
-        record["render"] = {"solver": args.solver, "steps": args.steps, "guidance_scale": args.guidance_scale,
-                            "image_guidance_scale": args.image_guidance_scale, "height": args.height,
-                            "width": args.width, "noise": args.noise}
+    render_kw = dict(height=args.height, width=args.width, sampler=_sampler(args), noise=_noise(args))
+    record["render"] = {"solver": args.solver, "steps": args.steps, "guidance_scale": args.guidance_scale,
+                        "image_guidance_scale": args.image_guidance_scale, "height": args.height, "width": args.width,
+                        "noise": args.noise}
     seed = {"generate": 0, "chat": 0}.get(args.command, 42) if args.seed is None else args.seed  # 42: official edit/recon
     record["seed"] = seed
 
@@ -148,16 +147,22 @@ def _run(args, record: dict, out_prefix: str, progress: Progress) -> None:
     record["template"] = pipe.template.name
 
     if args.command == "chat":
-        conv, first = None, True
-        for prompt in prompts or _stdin_turns():
-            turn, conv = pipe.chat(prompt, images if first else (), conversation=conv, grounding=args.grounding and first,
-                                   seed=seed, **decode_kw)
+        if pipe.renders_text_to_image:  # size / noise errors before any compile
+            pipe.check_render(args.height, args.width, render_kw["noise"], edits=False)
+        conv = None
+        for number, prompt in enumerate(prompts or _stdin_turns()):
+            turn, conv = pipe.chat(prompt, images if conv is None else (), conversation=conv,
+                                   grounding=args.grounding and conv is None, seed=seed, **decode_kw)
             print(turn.text, flush=True)
             record.setdefault("turns", []).append(_turn_record(prompt, turn))
-            if turn.boxes and first:
-                path = save_png(f"{out_prefix}-boxes.png", draw_boxes(images[0], turn.boxes))
-                record["outputs"].append(path)
-            first = False
+            if turn.boxes and number == 0:
+                record["outputs"].append(save_png(f"{out_prefix}-boxes.png", draw_boxes(images[0], turn.boxes)))
+            if len(turn.image_features) and not pipe.renders_text_to_image:
+                print("seedx-jax chat: the answer holds an image, but the checkpoint has no stage-1 de-tokenizer "
+                      "to draw it", file=sys.stderr)
+            elif len(turn.image_features):
+                for k, pixels in enumerate(pipe.render(turn.image_features, seed=seed, **render_kw)):
+                    record["outputs"].append(save_png(f"{out_prefix}-turn{number}-{k}.png", pixels))
     elif args.command in ("generate", "edit"):
         if args.command == "generate":
             turn, pixels = pipe.generate_image(args.prompt, seed=seed, **decode_kw, **render_kw)

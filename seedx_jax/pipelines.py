@@ -191,20 +191,20 @@ class SeedX:
                        sampler: SamplerConfig = SamplerConfig(), noise: np.ndarray | None = None, seed: int = 0,
                        max_new_tokens: int = 120, sampling: Sampling = Sampling()) -> tuple[Turn, np.ndarray | None]:
         """Text-to-image (flow (b)): uint8 `[H, W, 3]`, or None when the model produced no image."""
-        self._check_render(height, width, noise, edits=False)
+        self.check_render(height, width, noise, edits=False)
         self.check_user_text(caption, "caption")
         conv = self.new_conversation()
         self._add_user_turn(conv, self.template.generate(caption), [], [])
         turn = self._decode(conv, max_new_tokens, sampling, seed)
         if not len(turn.image_features):
             return turn, None
-        return turn, self._render(turn.image_features[:1], height, width, sampler, noise, seed)
+        return turn, self._render(turn.image_features[:1], height, width, sampler, noise, seed)[0]
 
     def edit(self, image: ImageSource, instruction: str, *, height: int = 1024, width: int = 1024,
              sampler: SamplerConfig = SamplerConfig(), noise: np.ndarray | None = None, seed: int = 42,
              max_new_tokens: int = 512, sampling: Sampling = Sampling()) -> tuple[Turn, np.ndarray | None]:
         """Instruction editing (flow (c)): source any-res 1x1 in the prompt, stage-2 de-tokenizer."""
-        self._check_render(height, width, noise, edits=True)
+        self.check_render(height, width, noise, edits=True)
         self.check_user_text(instruction, "instruction")
         pil, anyres = self._anyres([image], EDIT_GRIDS)
         conv = self.new_conversation()
@@ -213,14 +213,14 @@ class SeedX:
         if not len(turn.image_features):
             return turn, None
         condition = np.asarray(pil[0].resize((width, height), Image.Resampling.BICUBIC), np.float32)[None] / 255
-        return turn, self._render(turn.image_features[:1], height, width, sampler, noise, seed, condition)
+        return turn, self._render(turn.image_features[:1], height, width, sampler, noise, seed, condition)[0]
 
     def reconstruct(self, image: ImageSource, *, height: int = 1024, width: int = 1024,
                     sampler: SamplerConfig = SamplerConfig(), noise: np.ndarray | None = None,
                     seed: int = 42) -> np.ndarray:
         """De-tokenizer reconstruction (flow (d), path B); a stage-2 de-tokenizer also gets the image
         itself as the condition."""
-        edits = self._check_render(height, width, noise, edits=None)
+        edits = self.check_render(height, width, noise, edits=None)
         pil = load_image(image)
         views = jnp.asarray(image_transform(pil, self.image_size)[None])
         condition = None
@@ -235,7 +235,8 @@ class SeedX:
 
     # -- de-tokenizer --------------------------------------------------------------------------
 
-    def _check_render(self, height: int, width: int, noise, *, edits: bool | None) -> bool:
+    def check_render(self, height: int, width: int, noise, *, edits: bool | None) -> bool:
+        """Cheap checks of a render request (edits: needs stage 2 / stage 1 / either) -> stage 2?"""
         if self.detokenizer is None:
             raise CheckpointError("this checkpoint has no de-tokenizer/: images cannot be rendered")
         dcfg = self.detokenizer.config
@@ -254,15 +255,30 @@ class SeedX:
                 raise ValueError(f"noise has shape {tuple(np.shape(noise))}; {width}x{height} needs {want} (NHWC)")
         return dcfg.edits
 
+    @property
+    def renders_text_to_image(self) -> bool:
+        """A stage-1 de-tokenizer is loaded (generated images can be drawn)."""
+        return self.detokenizer is not None and not self.detokenizer.config.edits
+
+    def render(self, features: np.ndarray, *, height: int = 1024, width: int = 1024,
+               sampler: SamplerConfig = SamplerConfig(), noise: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+        """Regressed features `[k, 64, C]` (e.g. `Turn.image_features`) -> uint8 images `[k, H, W, 3]`
+        through the stage-1 de-tokenizer; `noise` (`[1, h, w, 4]`) is shared by the k images."""
+        self.check_render(height, width, noise, edits=False)
+        if noise is not None:
+            noise = np.broadcast_to(noise, (len(features), *np.shape(noise)[1:]))
+        return self._render(features, height, width, sampler, noise, seed)
+
     def _render(self, features: np.ndarray, height: int, width: int, sampler: SamplerConfig, noise, seed: int,
                 condition: np.ndarray | None = None) -> np.ndarray:
         if self._negative is None:
             self._negative = negative_features(self.vit, pooled=True)
-        with self.progress.stage(f"rendering {width}x{height}, {sampler.num_steps} steps"), reporting(self.progress):
+        with self.progress.stage(f"rendering {len(features)} image(s) at {width}x{height}, {sampler.num_steps} steps"), \
+                reporting(self.progress):
             images = self.detokenizer.generate(jnp.asarray(features), self._negative, height=height, width=width,
                                                sampler=sampler, condition_images=_as_jnp(condition),
                                                noise=_as_jnp(noise), seed=seed, progress=True)
-        return to_uint8(images)[0]
+        return to_uint8(images)
 
 
 def _as_jnp(x):
