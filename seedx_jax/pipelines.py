@@ -118,8 +118,15 @@ class SeedX:
     def new_conversation(self) -> Conversation:
         return Conversation(ids=[self.tokenizer.bos_id], cmp_mask=[False])
 
-    def _add_user_turn(self, conv: Conversation, text: str, pil: list[Image.Image], anyres: list[AnyResImage]) -> None:
+    def _add_user_turn(self, conv: Conversation, text: str, pil: list[Image.Image], anyres: list[AnyResImage],
+                       max_new_tokens: int) -> None:
+        """Append a user turn; checked first (context, slots), so a refused turn leaves `conv` as it was."""
         ids = self.tokenizer.encode(text)
+        ctx = self.agent.config.llm.max_position_embeddings
+        t = len(conv.ids) + len(ids)
+        if t + max_new_tokens > ctx:
+            raise PromptError(f"prompt has {t} tokens; with max_new_tokens={max_new_tokens} it exceeds the "
+                              f"context of {ctx} positions")
         mask = _between_pairs(ids, self.tokenizer)
         views = sum(a.num_views for a in anyres)
         n = self.agent.config.num_image_tokens
@@ -143,9 +150,6 @@ class SeedX:
                 opened_box: bool = False) -> Turn:
         ctx = self.agent.config.llm.max_position_embeddings
         t = len(conv.ids)
-        if t + max_new_tokens > ctx:
-            raise PromptError(f"prompt has {t} tokens; with max_new_tokens={max_new_tokens} it exceeds the "
-                              f"context of {ctx} positions")
         padded = min(-(-t // PROMPT_BUCKET) * PROMPT_BUCKET, ctx - max_new_tokens)
         ids = np.zeros((1, padded), np.int32)
         ids[0, :t] = conv.ids
@@ -183,7 +187,7 @@ class SeedX:
             text = self.template.ground(question, texts) if grounding else self.template.chat(question, texts)
         else:
             text = self.template.next_turn(question, texts)
-        self._add_user_turn(conv, text, pil, anyres)
+        self._add_user_turn(conv, text, pil, anyres, max_new_tokens)
         opened = grounding and first and self.template.grounding_opens_box
         return self._decode(conv, max_new_tokens, sampling, seed, opened_box=opened), conv
 
@@ -194,7 +198,7 @@ class SeedX:
         self.check_render(height, width, noise, edits=False)
         self.check_user_text(caption, "caption")
         conv = self.new_conversation()
-        self._add_user_turn(conv, self.template.generate(caption), [], [])
+        self._add_user_turn(conv, self.template.generate(caption), [], [], max_new_tokens)
         turn = self._decode(conv, max_new_tokens, sampling, seed)
         if not len(turn.image_features):
             return turn, None
@@ -208,7 +212,8 @@ class SeedX:
         self.check_user_text(instruction, "instruction")
         pil, anyres = self._anyres([image], EDIT_GRIDS)
         conv = self.new_conversation()
-        self._add_user_turn(conv, self.template.edit_prompt(instruction, self._image_texts(anyres)[0]), pil, anyres)
+        self._add_user_turn(conv, self.template.edit_prompt(instruction, self._image_texts(anyres)[0]), pil, anyres,
+                            max_new_tokens)
         turn = self._decode(conv, max_new_tokens, sampling, seed)
         if not len(turn.image_features):
             return turn, None

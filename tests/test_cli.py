@@ -71,8 +71,10 @@ def test_multi_turn_chat_keeps_history(ckpts):
     turn2, conv = pipe.chat("And now?", conversation=conv, max_new_tokens=70)
     assert len(conv.ids) > first_len and len(conv.features) == n_views and conv.turns == 2
     assert sum(conv.cmp_mask) == 64 * n_views  # generated image spans are not comprehension slots
+    before = (list(conv.ids), len(conv.features), conv.turns)
     with pytest.raises(PromptError, match="exceeds the context of 1024"):
-        pipe.chat("again", conversation=conv, max_new_tokens=1000)
+        pipe.chat("again", [str(ckpts / "photo.png")], conversation=conv, max_new_tokens=800)
+    assert (conv.ids, len(conv.features), conv.turns) == before  # a refused turn changes nothing
 
 
 def test_generate_writes_png_and_is_reproducible(ckpts, tmp_path):
