@@ -151,8 +151,14 @@ def _run(args, record: dict, out_prefix: str, progress: Progress) -> None:
             pipe.check_render(args.height, args.width, render_kw["noise"], edits=False)
         conv = None
         for number, prompt in enumerate(prompts or _stdin_turns()):
-            turn, conv = pipe.chat(prompt, images if conv is None else (), conversation=conv,
-                                   grounding=args.grounding and conv is None, seed=seed, **decode_kw)
+            try:
+                turn, conv = pipe.chat(prompt, images if conv is None else (), conversation=conv,
+                                       grounding=args.grounding and conv is None, seed=seed, **decode_kw)
+            except PromptError as e:
+                if prompts:  # scripted turns: fail the run; interactive: say why, take the next line
+                    raise
+                print(f"seedx-jax chat: {e}", file=sys.stderr)
+                continue
             print(turn.text, flush=True)
             record.setdefault("turns", []).append(_turn_record(prompt, turn))
             if turn.boxes and number == 0:

@@ -159,12 +159,14 @@ def test_module_entry_point_runs():
     assert "--noise" in out.stdout and "--guidance-scale" in out.stdout
 
 
-def test_chat_from_stdin_draws_generated_images(ckpts, tmp_path, monkeypatch):
+def test_chat_from_stdin_draws_generated_images(ckpts, tmp_path, monkeypatch, capsys):
     import io
 
-    monkeypatch.setattr(sys, "stdin", io.StringIO("draw a cat\n\nand a dog\n"))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("draw a cat\n\nwhat is <img>?\nand a dog\n"))
     assert run("chat", "--checkpoint", ckpts / "stage1", "--out", tmp_path, "--max-new-tokens", "70", *FAST) == 0
     record = json.loads((tmp_path / "chat.json").read_text())
-    assert [t["prompt"] for t in record["turns"]] == ["draw a cat", "and a dog"]  # blank line skipped
-    assert [os.path.basename(p) for p in record["outputs"]] == ["chat-turn0-0.png", "chat-turn1-0.png"]
-    assert np.asarray(Image.open(tmp_path / "chat-turn1-0.png")).shape == (32, 32, 3)
+    # blank line skipped; the refused turn is reported and the chat goes on
+    assert [t["prompt"] for t in record["turns"]] == ["draw a cat", "and a dog"]
+    assert [os.path.basename(p) for p in record["outputs"]] == ["chat-turn0-0.png", "chat-turn2-0.png"]
+    assert np.asarray(Image.open(tmp_path / "chat-turn2-0.png")).shape == (32, 32, 3)
+    assert "images are passed as images" in capsys.readouterr().err

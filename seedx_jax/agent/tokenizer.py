@@ -15,6 +15,8 @@ import re
 import shutil
 from typing import Iterable
 
+import sentencepiece as spm
+
 from seedx_jax import tokens as T
 
 SP_MODEL_FILE = "tokenizer.model"
@@ -43,8 +45,6 @@ class SeedXTokenizer:
 
     def __init__(self, sp_model_file: str, added_tokens: dict[str, int] | None = None,
                  pad_token: str | None = None):
-        import sentencepiece as spm  # an extra only the tokenizer needs; imported late on purpose
-
         if not os.path.isfile(sp_model_file):
             raise TokenizerError(f"tokenizer: no SentencePiece model at {sp_model_file}")
         self.sp_model_file = sp_model_file
