@@ -20,11 +20,13 @@ import tempfile
 from typing import Iterator
 
 from flax import nnx
+from jax.sharding import Mesh
 
 import seedx_jax
 from seedx_jax.agent.config import AgentConfig
 from seedx_jax.agent.model import SeedXAgent
 from seedx_jax.detokenizer.model import Detokenizer, DetokenizerConfig
+from seedx_jax.sharding import Rules, abstract_model
 from seedx_jax.vision.vit import QwenViT, VisionConfig
 
 FORMAT = "seedx_jax/1"
@@ -95,19 +97,31 @@ def read_manifest(path: str, kind: str | None = None) -> dict:
     return manifest
 
 
-def load_model(path: str, kind: str | None = None) -> nnx.Module:
-    """The model saved at `path` (its config from the manifest; `kind` checks what it holds)."""
+def load_model(path: str, kind: str | None = None, *, mesh: Mesh | None = None,
+               rules: Rules | None = None) -> nnx.Module:
+    """The model saved at `path` (its config from the manifest; `kind` checks what it holds).
+
+    With `mesh`, every parameter is restored straight into its sharding from the rules table, whatever
+    the device count it was saved from; without, onto the default device.
+    """
     import orbax.checkpoint as ocp
 
     manifest = read_manifest(path, kind)
     config_cls, model_cls = KINDS[manifest["kind"]]
     config = config_cls.from_dict(manifest["config"])
-    abstract = nnx.eval_shape(lambda: model_cls(config, rngs=nnx.Rngs(0)))
-    graphdef, abstract_state = nnx.split(abstract)
+
+    def init():
+        return model_cls(config, rngs=nnx.Rngs(0))
+
+    if mesh is None:
+        graphdef, abstract_state = nnx.split(nnx.eval_shape(init))
+    else:
+        graphdef, abstract_state = abstract_model(init, mesh, rules)
     try:
         state = ocp.StandardCheckpointer().restore(os.path.join(path, "state"), abstract_state)
-    except (ValueError, FileNotFoundError) as e:
-        raise CheckpointError(f"{path}: state does not fit the {manifest['kind']} config ({e})".splitlines()[0]) from e
+    except Exception as e:  # TensorStore reports damaged data as a plain Exception
+        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise CheckpointError(f"{path}: cannot restore the {manifest['kind']} state ({first})") from e
     return nnx.merge(graphdef, state)
 
 
