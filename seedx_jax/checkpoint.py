@@ -84,14 +84,22 @@ def save_model(path: str, model: nnx.Module) -> None:
         write_model(tmp, model)
 
 
-def read_manifest(path: str, kind: str | None = None) -> dict:
-    file = os.path.join(path, MANIFEST)
+def _read_json(path: str, name: str, what: str) -> dict:
+    """`path/name` as a manifest of this format; errors name the directory and what it should be."""
+    file = os.path.join(path, name)
+    if not os.path.isdir(path):
+        raise CheckpointError(f"checkpoint directory {path} does not exist")
     if not os.path.isfile(file):
-        raise CheckpointError(f"{path} is not a seedx_jax checkpoint (no {MANIFEST})")
+        raise CheckpointError(f"{path} is not a {what} (no {name})")
     with open(file) as f:
         manifest = json.load(f)
     if manifest.get("format") != FORMAT:
         raise CheckpointError(f"{path}: format {manifest.get('format')!r}, this seedx_jax reads {FORMAT!r}")
+    return manifest
+
+
+def read_manifest(path: str, kind: str | None = None) -> dict:
+    manifest = _read_json(path, MANIFEST, "seedx_jax checkpoint")
     if kind is not None and manifest.get("kind") != kind:
         raise CheckpointError(f"{path} holds a {manifest.get('kind')!r} checkpoint, expected {kind!r}")
     return manifest
@@ -139,13 +147,4 @@ def save_pipeline(path: str, *, tokenizer, vit: QwenViT, agent: SeedXAgent, deto
 
 
 def read_pipeline_manifest(path: str) -> dict:
-    file = os.path.join(path, PIPELINE_MANIFEST)
-    if not os.path.isdir(path):
-        raise CheckpointError(f"checkpoint directory {path} does not exist")
-    if not os.path.isfile(file):
-        raise CheckpointError(f"{path} is not a seedx_jax pipeline checkpoint (no {PIPELINE_MANIFEST})")
-    with open(file) as f:
-        manifest = json.load(f)
-    if manifest.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: format {manifest.get('format')!r}, this seedx_jax reads {FORMAT!r}")
-    return manifest
+    return _read_json(path, PIPELINE_MANIFEST, "seedx_jax pipeline checkpoint")

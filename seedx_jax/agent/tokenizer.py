@@ -109,9 +109,6 @@ class SeedXTokenizer:
             return self._control[token]
         raise TokenizerError(f"tokenizer: {token!r} is not an added or control token")
 
-    def is_added(self, token_id: int) -> bool:
-        return token_id in self._added_by_id
-
     # -- encode / decode -----------------------------------------------------------------------
 
     def split(self, text: str) -> list[str]:
