@@ -120,7 +120,7 @@ def test_no_generation_targets_gives_zero_rec_loss():
 def test_checkpoint_keys_are_checked():
     cfg, ours, ref = build_pair()
     state = state_numpy(ref)
-    with pytest.raises(ValueError, match="outside llm/resamplers"):
+    with pytest.raises(ValueError, match="unmatched source key: vision.x"):
         load_agent(ours, state + [("vision.x", np.zeros(1))])
-    with pytest.raises(ValueError, match="lacks patch_pos_embed"):
+    with pytest.raises(ValueError, match="missing parameter: patch_pos_embed"):
         load_agent(ours, [(k, v) for k, v in state if k != "patch_pos_embed"])

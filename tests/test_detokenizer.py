@@ -15,7 +15,8 @@ from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 from diffusers import UNet2DConditionModel as TorchUNet
 from flax import nnx
 
-from seedx_jax.detokenizer.model import Detokenizer, DetokenizerConfig, load_detokenizer, to_uint8
+from seedx_jax.detokenizer.model import Detokenizer, DetokenizerConfig, to_uint8
+from seedx_jax.detokenizer.params import load_detokenizer
 from seedx_jax.diffusion.sampling import SamplerConfig
 from parity import max_rel_diff, randomize_
 from test_sampling import SDXL_SCHEDULER
@@ -123,7 +124,7 @@ def test_stage2_checkpoint_without_conv_in_is_refused():
     base = {k: t.numpy() for k, t in unet.state_dict().items()}
     base["conv_in.weight"] = base["conv_in.weight"][:, :4]  # SDXL base: 4 channels
     checkpoint = [("resampler." + k, t.detach().numpy()) for k, t in resampler.state_dict().items()]
-    with pytest.raises(ValueError, match=r"shape mismatch: conv_in.weight"):
+    with pytest.raises(ValueError, match=r"shape mismatch: unet.conv_in.weight"):
         load_detokenizer(ours, base.items(), ((k, t.numpy()) for k, t in vae.state_dict().items()), checkpoint)
 
 

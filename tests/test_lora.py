@@ -14,7 +14,7 @@ from flax import nnx
 from peft import LoraConfig as PeftLoraConfig, get_peft_model
 
 from seedx_jax.llama import LlamaConfig, LlamaForCausalLM
-from seedx_jax.llama.params import HF_PREFIXES, LLAMA_HF_RULES
+from seedx_jax.llama.params import LLAMA_HF_RULES
 from seedx_jax.lora import LORA_TARGETS, LoraConfig, mask_frozen_rows, merge_lora, trainable_filter, unmerge_lora
 from seedx_jax.losses import next_token_loss
 from parity import max_rel_diff
@@ -51,12 +51,9 @@ def models(request):
 
 def _target(torch_name: str):
     """(our dotted path with layer index, transposed?) for a torch parameter name."""
-    key = torch_name
-    for prefix in HF_PREFIXES:
-        key = key[len(prefix):] if key.startswith(prefix) else key
     for rule in LLAMA_HF_RULES:
-        if (m := re.fullmatch(rule.pattern, key)) and rule.target:
-            return m.expand(rule.target), rule.transform is not None
+        if (values := rule.compiled_source.match(torch_name)) is not None and rule.target:
+            return rule.compiled_targets[0].format(values), rule.transform is not None
     raise KeyError(torch_name)
 
 

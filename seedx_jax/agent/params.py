@@ -1,51 +1,39 @@
-"""Mapping table: an official agent checkpoint (`agent/pytorch_model.bin`, SEEDX.md §5.6, §10) ->
-SeedXAgent. Keys: `llm.*` (HF or peft names), `input_resampler.*`, `output_resampler.*`,
-`patch_pos_embed`. The official loader is non-strict; ours reports every unused key instead.
+"""Mapping table: an official agent checkpoint (`agent/pytorch_model.bin`, SEEDX.md §5.6, §10) over
+the HF `llm/` folder <-> SeedXAgent. Agent keys: `llm.*` (HF or peft names, the zero-to-fp32 form of a
+user's SFT run), `input_resampler.*`, `output_resampler.*`, `patch_pos_embed`. The official loader is
+non-strict; ours reports every key it does not use.
 """
 from __future__ import annotations
 
 from typing import Iterable
 
-import jax.numpy as jnp
 import numpy as np
 
 from seedx_jax.agent.model import SeedXAgent
-from seedx_jax.llama.params import load_hf_llama
-from seedx_jax.vision.params import load_resampler
+from seedx_jax.llama.params import LLAMA_RULES, PEFT_PREFIX, is_lora
+from seedx_jax.sources import Overlay, Renamed, as_source
+from seedx_jax.vision.params import resampler_rules
+from seedx_jax.weights import LoadReport, Rule, load_weights, prefixed
 
-_RESAMPLERS = ("input_resampler", "output_resampler")
+RESAMPLERS = ("input_resampler", "output_resampler")
+AGENT_RULES: tuple[Rule, ...] = (
+    *prefixed(LLAMA_RULES, "llm." + PEFT_PREFIX, "llm."),
+    *(rule for name in RESAMPLERS for rule in resampler_rules(name + ".", name + ".")),
+    Rule("patch_pos_embed", "patch_pos_embed"),
+)
+
+
+def agent_source(checkpoint, llm=None):
+    """The agent checkpoint over the `llm/` folder's tensors (keys prefixed `llm.`): checkpoint keys win."""
+    checkpoint = as_source(checkpoint)
+    return checkpoint if llm is None else Overlay(Renamed(as_source(llm), add="llm."), checkpoint)
 
 
 def load_agent(model: SeedXAgent, tensors: Iterable[tuple[str, np.ndarray]], *,
-               llm: Iterable[tuple[str, np.ndarray]] = (), strict: bool = True) -> dict[str, int]:
+               llm: Iterable[tuple[str, np.ndarray]] | None = None, strict: bool = True) -> LoadReport:
     """Load the agent checkpoint `tensors` on top of an HF `llm` folder's tensors (the released
     `seed_x*/llm`); `llm.*` keys in the checkpoint override those, as the official non-strict load.
-
-    Returns tensor counts per part. `strict`: fail on keys that belong to no part.
-    """
-    groups: dict[str, list] = {"llm": [], **{name: [] for name in _RESAMPLERS}}
-    unknown, patch_pos = [], None
-    for key, value in tensors:
-        part = key.split(".", 1)[0]
-        if key == "patch_pos_embed":
-            patch_pos = np.asarray(value)
-        elif part in groups:
-            groups[part].append((key, value))
-        else:
-            unknown.append(key)
-    if strict and unknown:
-        raise ValueError(f"agent checkpoint has {len(unknown)} keys outside llm/resamplers/patch_pos_embed, "
-                         f"e.g. {unknown[:3]}")
-    overrides = {k[len("llm."):]: v for k, v in groups["llm"]}
-    llm_tensors = [(k, v) for k, v in llm if k not in overrides] + list(overrides.items())
-    if llm_tensors:
-        load_hf_llama(model.llm, llm_tensors, strict=strict)
-    for name in _RESAMPLERS:
-        load_resampler(getattr(model, name), groups[name], prefix=f"{name}.", strict=strict)
-    if patch_pos is None:
-        raise ValueError("agent checkpoint lacks patch_pos_embed")
-    want = model.patch_pos_embed.shape
-    if patch_pos.shape != want:
-        raise ValueError(f"patch_pos_embed has shape {patch_pos.shape}, the model needs {want}")
-    model.patch_pos_embed[...] = jnp.asarray(patch_pos, model.patch_pos_embed.dtype)
-    return {"llm": len(llm_tensors), **{n: len(groups[n]) for n in _RESAMPLERS}, "patch_pos_embed": 1}
+    `strict`: fail on keys that no rule maps. LoRA absent from the source keeps its init."""
+    has_lora = model.config.llm.lora is not None
+    return load_weights(model, agent_source(tensors, llm), AGENT_RULES, strict=strict,
+                        allow_missing=lambda name: has_lora and is_lora(name))

@@ -4,12 +4,11 @@ Stage 1 (`SDXLAdapter`): ResamplerXLV2 -> SDXL U-Net, classifier-free guidance a
 ViT features of an all-zero normalised image (SEEDX.md §9.4-9.5). Stage 2
 (`SDXLAdapterWithLatentImage`): the U-Net takes 8 channels, the last 4 being the VAE posterior mean
 of the condition image WITHOUT the scaling factor, with 3-way guidance (§9.7). Checkpoint keys are
-`resampler.*` and `unet.*` on top of the SDXL base U-Net and VAE (`load_detokenizer`).
+`resampler.*` and `unet.*` on top of the SDXL base U-Net and VAE (`detokenizer.params.load_detokenizer`).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable
 
 import jax
 import jax.numpy as jnp
@@ -17,9 +16,7 @@ import numpy as np
 from flax import nnx
 
 from seedx_jax.config_base import ConfigBase
-from seedx_jax.detokenizer.params import load_resampler_xl
 from seedx_jax.detokenizer.resampler_xl import ResamplerXL, ResamplerXLConfig
-from seedx_jax.diffusion.params import load_unet, load_vae
 from seedx_jax.diffusion.sampling import Conditioning, SamplerConfig, sample_latents
 from seedx_jax.diffusion.unet import UNet2DConditionModel, UNetConfig
 from seedx_jax.diffusion.vae import AutoencoderKL, VAEConfig
@@ -152,18 +149,3 @@ class Detokenizer(nnx.Module):
         Pass `condition_images` too for a stage-2 reconstruction."""
         features = _vit_forward(vit, images)
         return self.generate(features, negative_features(vit, pooled=False), **generate_kwargs)
-
-
-def load_detokenizer(model: Detokenizer, sdxl_unet: Iterable[tuple[str, np.ndarray]],
-                     sdxl_vae: Iterable[tuple[str, np.ndarray]], checkpoint: Iterable[tuple[str, np.ndarray]]) -> None:
-    """SDXL base U-Net and VAE first, then the SEED-X checkpoint (`resampler.*`, and `unet.*` keys that
-    override the base weights of the same name, as the official non-strict load).
-
-    Stage 2: the base 4-channel `conv_in.weight` is skipped; the checkpoint must bring the 8-channel one.
-    """
-    checkpoint = list(checkpoint)
-    overrides = {k[len("unet."):]: v for k, v in checkpoint if k.startswith("unet.")}
-    base = [(k, v) for k, v in sdxl_unet if k not in overrides]
-    load_unet(model.unet, base + list(overrides.items()), strict=True)
-    load_vae(model.vae, sdxl_vae, strict=True)
-    load_resampler_xl(model.resampler, checkpoint, strict=True)

@@ -1,4 +1,5 @@
-"""Mapping table: `resampler.*` keys of the de-tokenizer checkpoints (SEEDX.md §10.2) -> ResamplerXL."""
+"""Mapping tables: the de-tokenizer checkpoints (SEEDX.md §10.2: `resampler.*` + `unet.*`) over the
+SDXL base `unet/` and `vae/` folders <-> Detokenizer."""
 from __future__ import annotations
 
 from typing import Iterable
@@ -6,28 +7,48 @@ from typing import Iterable
 import numpy as np
 
 from seedx_jax.detokenizer.resampler_xl import ResamplerXL
-from seedx_jax.weights import LoadReport, Rule, dense_rules, load_weights, norm_rules, transpose
+from seedx_jax.diffusion.params import UNET_RULES, VAE_RULES
+from seedx_jax.sources import Overlay, Renamed, as_source
+from seedx_jax.weights import TRANSPOSE, LoadReport, Rule, dense_rules, load_weights, norm_rules, prefixed
 
-_LAYER = r"layers\.(\d+)\."
-
+_LAYER = "layers.{i}."
 
 RESAMPLER_XL_RULES: tuple[Rule, ...] = (
-    Rule(r"latents", "latents"),
-    *dense_rules(r"proj_in", "proj_in"),
-    *norm_rules(_LAYER + r"0\.(norm1|norm2)", r"layers.\1.attn.\2"),
-    Rule(_LAYER + r"0\.(to_q|to_kv|to_out)\.weight", r"layers.\1.attn.\2.kernel", transpose),
-    *norm_rules(_LAYER + r"1\.0", r"layers.\1.ff.norm"),  # FeedForward = Sequential(LN, Linear, GELU, Linear)
-    Rule(_LAYER + r"1\.1\.weight", r"layers.\1.ff.fc1.kernel", transpose),
-    Rule(_LAYER + r"1\.3\.weight", r"layers.\1.ff.fc2.kernel", transpose),
-    *norm_rules(r"norm_out", "norm_out"),
-    *dense_rules(r"(unet_proj_1|unet_proj_2)", r"\1"),
-    Rule(r"unet_attnpool\.positional_embedding", "unet_attnpool.positional_embedding"),
-    *dense_rules(r"unet_attnpool\.(q_proj|k_proj|v_proj|c_proj)", r"unet_attnpool.\1"),
+    Rule("latents", "latents"),
+    *dense_rules("proj_in", "proj_in"),
+    *norm_rules(_LAYER + "0.{norm:norm1|norm2}", "layers.{i}.attn.{norm}"),
+    Rule(_LAYER + "0.{proj:to_q|to_kv|to_out}.weight", "layers.{i}.attn.{proj}.kernel", TRANSPOSE),
+    *norm_rules(_LAYER + "1.0", "layers.{i}.ff.norm"),  # FeedForward = Sequential(LN, Linear, GELU, Linear)
+    Rule(_LAYER + "1.1.weight", "layers.{i}.ff.fc1.kernel", TRANSPOSE),
+    Rule(_LAYER + "1.3.weight", "layers.{i}.ff.fc2.kernel", TRANSPOSE),
+    *norm_rules("norm_out", "norm_out"),
+    *dense_rules("{proj:unet_proj_1|unet_proj_2}", "{proj}"),
+    Rule("unet_attnpool.positional_embedding", "unet_attnpool.positional_embedding"),
+    *dense_rules("unet_attnpool.{proj:q_proj|k_proj|v_proj|c_proj}", "unet_attnpool.{proj}"),
 )
+
+DETOKENIZER_RULES: tuple[Rule, ...] = (
+    *prefixed(RESAMPLER_XL_RULES, "resampler.", "resampler."),
+    *prefixed(UNET_RULES, "unet.", "unet."),
+    *prefixed(VAE_RULES, "vae.", "vae."),
+)
+
+
+def detokenizer_source(checkpoint, sdxl_unet=None, sdxl_vae=None):
+    """The SEED-X checkpoint over the SDXL `unet/` and `vae/` tensors (prefixed `unet.` / `vae.`):
+    checkpoint keys win (stage 2's 8-channel `unet.conv_in.weight` hides the base 4-channel one)."""
+    base = [Renamed(as_source(s), add=p) for s, p in ((sdxl_unet, "unet."), (sdxl_vae, "vae.")) if s is not None]
+    return Overlay(*base, as_source(checkpoint))
 
 
 def load_resampler_xl(model: ResamplerXL, tensors: Iterable[tuple[str, np.ndarray]], *,
                       strict: bool = False) -> LoadReport:
     """Load from a de-tokenizer checkpoint (keys `resampler.*`; `unet.*` keys are not this table's)."""
     tensors = ((k, v) for k, v in tensors if not k.startswith("unet."))
-    return load_weights(model, tensors, RESAMPLER_XL_RULES, strip_prefixes=("resampler.",), strict=strict)
+    return load_weights(model, tensors, prefixed(RESAMPLER_XL_RULES, "[resampler.]", ""), strict=strict)
+
+
+def load_detokenizer(model, sdxl_unet, sdxl_vae, checkpoint, *, strict: bool = True) -> LoadReport:
+    """SDXL base U-Net and VAE, then the SEED-X checkpoint (`resampler.*`, and `unet.*` keys that
+    override the base weights of the same name, as the official non-strict load) into a `Detokenizer`."""
+    return load_weights(model, detokenizer_source(checkpoint, sdxl_unet, sdxl_vae), DETOKENIZER_RULES, strict=strict)

@@ -1,8 +1,9 @@
-"""Mapping table: Hugging Face / peft Llama state-dict keys -> LlamaForCausalLM parameters.
+"""Mapping table: Hugging Face / peft Llama state-dict keys <-> LlamaForCausalLM variables.
 
 Accepts plain HF keys (`model.layers.0.self_attn.q_proj.weight`), peft-wrapped keys (prefix
 `base_model.model.`, `.base_layer.` in newer peft, `lora_A/lora_B.default`,
 `modules_to_save.default` for saved norms - SEEDX.md §6.4) and agent checkpoints (prefix `llm.`).
+Export writes the plain HF names (and `lora_A/B.weight` for LoRA variables).
 """
 from __future__ import annotations
 
@@ -11,32 +12,36 @@ from typing import Iterable
 import numpy as np
 
 from seedx_jax.llama.model import LlamaForCausalLM
-from seedx_jax.weights import LoadReport, Rule, load_weights, transpose
+from seedx_jax.weights import TRANSPOSE, LoadReport, Rule, load_weights, prefixed
 
-_LAYER = r"model\.layers\.(\d+)\."
-_PROJ = r"(self_attn\.(?:q|k|v|o)_proj|mlp\.(?:gate|up|down)_proj)"
-_SAVED = r"(?:\.modules_to_save\.default)?"
+_LAYER = "model.layers.{i}."
+_PROJ = r"{proj:self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj}"
+_SAVED = "[.modules_to_save.default]"
 
-LLAMA_HF_RULES: tuple[Rule, ...] = (
-    Rule(r"model\.embed_tokens" + _SAVED + r"\.weight", "embed_tokens.embedding"),
-    Rule(_LAYER + _PROJ + r"(?:\.base_layer)?\.weight", r"layers.\1.\2.kernel", transpose),
-    Rule(_LAYER + _PROJ + r"\.lora_A\.default\.weight", r"layers.\1.\2.lora_a", transpose),
-    Rule(_LAYER + _PROJ + r"\.lora_B\.default\.weight", r"layers.\1.\2.lora_b", transpose),
-    Rule(_LAYER + r"(input_layernorm|post_attention_layernorm)" + _SAVED + r"\.weight",
-         r"layers.\1.\2.scale"),
-    Rule(r"model\.norm" + _SAVED + r"\.weight", "norm.scale"),
-    Rule(r"lm_head" + _SAVED + r"\.weight", "lm_head.kernel", transpose),
+LLAMA_RULES: tuple[Rule, ...] = (
+    Rule("model.embed_tokens" + _SAVED + ".weight", "embed_tokens.embedding"),
+    Rule(_LAYER + _PROJ + "[.base_layer].weight", "layers.{i}.{proj}.kernel", TRANSPOSE),
+    Rule(_LAYER + _PROJ + ".lora_A[.default].weight", "layers.{i}.{proj}.lora_a", TRANSPOSE),
+    Rule(_LAYER + _PROJ + ".lora_B[.default].weight", "layers.{i}.{proj}.lora_b", TRANSPOSE),
+    Rule(_LAYER + "{norm:input_layernorm|post_attention_layernorm}" + _SAVED + ".weight",
+         "layers.{i}.{norm}.scale"),
+    Rule("model.norm" + _SAVED + ".weight", "norm.scale"),
+    Rule("lm_head" + _SAVED + ".weight", "lm_head.kernel", TRANSPOSE),
     # Buffers and peft's unused copies of saved modules.
-    Rule(r".*rotary_emb\.inv_freq", None),
-    Rule(r".*\.original_module\..*", None),
+    Rule("{path:.*}rotary_emb.inv_freq", None),
+    Rule("{path:.*}.original_module.{rest:.*}", None),
 )
+PEFT_PREFIX = "[base_model.model.]"
+LLAMA_HF_RULES = prefixed(LLAMA_RULES, "[llm.]" + PEFT_PREFIX, "")
 
-HF_PREFIXES = ("llm.", "base_model.model.")
+
+def is_lora(name: str) -> bool:
+    return name.endswith((".lora_a", ".lora_b"))
 
 
 def load_hf_llama(model: LlamaForCausalLM, tensors: Iterable[tuple[str, np.ndarray]], *,
                   strict: bool = False) -> LoadReport:
     """Load HF/peft Llama tensors; LoRA parameters absent from the source keep their init."""
     has_lora = model.config.lora is not None
-    return load_weights(model, tensors, LLAMA_HF_RULES, strip_prefixes=HF_PREFIXES, strict=strict,
-                        allow_missing=lambda name, _: has_lora and name.endswith((".lora_a", ".lora_b")))
+    return load_weights(model, tensors, LLAMA_HF_RULES, strict=strict,
+                        allow_missing=lambda name: has_lora and is_lora(name))

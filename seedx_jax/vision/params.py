@@ -10,25 +10,10 @@ import numpy as np
 
 from seedx_jax.vision.resampler import Resampler
 from seedx_jax.vision.vit import QwenViT
-from seedx_jax.weights import LoadReport, Rule, conv_kernel, dense_rules, load_weights, norm_rules, transpose
+from seedx_jax.weights import (CONV_KERNEL, SPLIT_QKV, TRANSPOSE, LoadReport, Rule, dense_rules, load_weights,
+                               norm_rules, prefixed, split_qkv_interleaved)
 
 QWEN_VL_CHAT_PREFIX = "transformer.visual."
-
-
-def split_qkv(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """torch MHA `in_proj` `[3E, ...]` = [q; k; v] -> three kernels (transposed) or biases."""
-    return tuple(part.T for part in np.split(packed, 3, axis=0))
-
-
-def split_qkv_interleaved(heads: int):
-    """Qwen `VisualAttention.in_proj`: rows grouped per head as [q_h; k_h; v_h] (SEEDX.md §3.3)."""
-
-    def split(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        width = packed.shape[0] // 3
-        grouped = packed.reshape(heads, 3, width // heads, *packed.shape[1:])
-        return tuple(grouped[:, i].reshape(width, *packed.shape[1:]).T for i in range(3))
-
-    return split
 
 
 def _qkv_targets(prefix: str, leaf: str) -> tuple[str, str, str]:
@@ -36,44 +21,42 @@ def _qkv_targets(prefix: str, leaf: str) -> tuple[str, str, str]:
 
 
 def resampler_rules(src: str, dst: str) -> tuple[Rule, ...]:
-    """Rules for one torch `Resampler` at key prefix `src` (regex) into our module at `dst`."""
+    """Rules for one torch `Resampler` at key prefix `src` into our module at `dst`."""
     return (
-        Rule(src + r"pos_embed", f"{dst}pos_embed"),
-        Rule(src + r"query", f"{dst}query"),
-        Rule(src + r"kv_proj\.weight", f"{dst}kv_proj.kernel", transpose),
-        Rule(src + r"attn\.in_proj_weight", _qkv_targets(f"{dst}attn", "kernel"), split_qkv),
-        Rule(src + r"attn\.in_proj_bias", _qkv_targets(f"{dst}attn", "bias"), split_qkv),
-        *dense_rules(src + r"attn\.out_proj", f"{dst}attn.out_proj"),
-        *norm_rules(src + r"(ln_q|ln_kv)", dst + r"\1"),
+        Rule(src + "pos_embed", dst + "pos_embed"),
+        Rule(src + "query", dst + "query"),
+        Rule(src + "kv_proj.weight", dst + "kv_proj.kernel", TRANSPOSE),
+        Rule(src + "attn.in_proj_weight", _qkv_targets(dst + "attn", "kernel"), SPLIT_QKV),
+        Rule(src + "attn.in_proj_bias", _qkv_targets(dst + "attn", "bias"), SPLIT_QKV),
+        *dense_rules(src + "attn.out_proj", dst + "attn.out_proj"),
+        *norm_rules(src + "{ln:ln_q|ln_kv}", dst + "{ln}"),
     )
 
 
 def vit_rules(heads: int) -> tuple[Rule, ...]:
-    block = r"transformer\.resblocks\.(\d+)\."
-    return (
-        Rule(r"conv1\.weight", "conv1", conv_kernel),
-        Rule(r"positional_embedding", "positional_embedding"),
-        *norm_rules(r"ln_pre", "ln_pre"),
-        *norm_rules(block + r"(ln_1|ln_2)", r"resblocks.\1.\2"),
-        Rule(block + r"attn\.in_proj\.weight", _qkv_targets(r"resblocks.\1.attn", "kernel"),
-             split_qkv_interleaved(heads)),
-        Rule(block + r"attn\.in_proj\.bias", _qkv_targets(r"resblocks.\1.attn", "bias"),
-             split_qkv_interleaved(heads)),
-        *dense_rules(block + r"attn\.out_proj", r"resblocks.\1.attn.out_proj"),
-        *dense_rules(block + r"mlp\.(c_fc|c_proj)", r"resblocks.\1.\2"),
-        *resampler_rules(r"attn_pool\.", "attn_pool."),
-        *norm_rules(r"ln_post", "ln_post"),
-        Rule(r"proj", "proj"),  # used as x @ proj: already [in, out]
-    )
+    block = "transformer.resblocks.{i}."
+    qkv = split_qkv_interleaved(heads)
+    return prefixed((
+        Rule("conv1.weight", "conv1", CONV_KERNEL),
+        Rule("positional_embedding", "positional_embedding"),
+        *norm_rules("ln_pre", "ln_pre"),
+        *norm_rules(block + "{ln:ln_1|ln_2}", "resblocks.{i}.{ln}"),
+        Rule(block + "attn.in_proj.weight", _qkv_targets("resblocks.{i}.attn", "kernel"), qkv),
+        Rule(block + "attn.in_proj.bias", _qkv_targets("resblocks.{i}.attn", "bias"), qkv),
+        *dense_rules(block + "attn.out_proj", "resblocks.{i}.attn.out_proj"),
+        *dense_rules(block + "mlp.{fc:c_fc|c_proj}", "resblocks.{i}.{fc}"),
+        *resampler_rules("attn_pool.", "attn_pool."),
+        *norm_rules("ln_post", "ln_post"),
+        Rule("proj", "proj"),  # used as x @ proj: already [in, out]
+    ), f"[{QWEN_VL_CHAT_PREFIX}]", "")
 
 
 def load_qwen_vit(model: QwenViT, tensors: Iterable[tuple[str, np.ndarray]], *,
                   strict: bool = False) -> LoadReport:
-    return load_weights(model, tensors, vit_rules(model.config.heads),
-                        strip_prefixes=(QWEN_VL_CHAT_PREFIX,), strict=strict)
+    return load_weights(model, tensors, vit_rules(model.config.heads), strict=strict)
 
 
 def load_resampler(model: Resampler, tensors: Iterable[tuple[str, np.ndarray]], *, prefix: str = "",
                    strict: bool = False) -> LoadReport:
     """Load one Resampler whose torch keys start with `prefix` (e.g. "input_resampler.")."""
-    return load_weights(model, tensors, resampler_rules("", ""), strip_prefixes=(prefix,), strict=strict)
+    return load_weights(model, tensors, resampler_rules(prefix, ""), strict=strict)

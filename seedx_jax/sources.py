@@ -1,0 +1,364 @@
+"""Named tensors read one at a time from PyTorch checkpoint files, without loading a whole file.
+
+* `.safetensors`: the header is parsed here and each tensor read with one positioned read, so host
+  memory holds one tensor at a time and no file mapping grows the resident set.
+* `.bin` / `.pt` (torch zip format): `torch.load(mmap=True, weights_only=True)`; after a tensor is
+  copied out, its pages are dropped from the mapping (`madvise(MADV_DONTNEED)`).
+* folders: a Hugging Face / diffusers weights folder, sharded (`*.index.json`) or not.
+
+Combinators give several files one key space: `Renamed` (add/strip a prefix), `Overlay` (later
+sources override earlier keys, as the official non-strict loads do), `MergedLora` (peft LoRA folded
+into its base weights on read). Every problem with a file is a `SourceError` naming the file.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import re
+import struct
+from typing import Iterable, Mapping, Protocol
+
+import ml_dtypes
+import numpy as np
+
+
+class SourceError(ValueError):
+    pass
+
+
+class TensorSource(Protocol):
+    def keys(self) -> list[str]: ...  # in precedence order: a later key overrides an earlier one
+
+    def shape(self, key: str) -> tuple[int, ...]: ...
+
+    def dtype(self, key: str) -> np.dtype: ...
+
+    def read(self, key: str) -> np.ndarray: ...
+
+    def files(self) -> list[str]: ...
+
+
+class ArraySource:
+    """In-memory tensors: a mapping or `(key, array)` pairs."""
+
+    def __init__(self, tensors: Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]]):
+        self.tensors = dict(tensors.items() if isinstance(tensors, Mapping) else tensors)
+
+    def keys(self) -> list[str]:
+        return list(self.tensors)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(np.shape(self.tensors[key]))
+
+    def dtype(self, key: str) -> np.dtype:
+        return np.asarray(self.tensors[key]).dtype
+
+    def read(self, key: str) -> np.ndarray:
+        return np.asarray(self.tensors[key])
+
+    def files(self) -> list[str]:
+        return []
+
+
+def as_source(tensors) -> TensorSource:
+    return tensors if hasattr(tensors, "read") else ArraySource(tensors)
+
+
+# --------------------------------------------------------------------------------------------------
+# Files
+
+_SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+                       "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+                       "BOOL": np.bool_, "F8_E4M3": ml_dtypes.float8_e4m3fn, "F8_E5M2": ml_dtypes.float8_e5m2}
+
+
+class SafetensorsFile:
+    def __init__(self, path: str):
+        self.path = path
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise SourceError(f"{path}: not a safetensors file (only {size} bytes)")
+            (n,) = struct.unpack("<Q", head)
+            if n > size - 8:
+                raise SourceError(f"{path}: truncated or not a safetensors file (header of {n} bytes, "
+                                  f"file of {size})")
+            try:
+                header = json.loads(f.read(n))
+            except ValueError as e:
+                raise SourceError(f"{path}: unreadable safetensors header ({e})") from None
+        header.pop("__metadata__", None)
+        self.base = 8 + n
+        self.entries = {}
+        for key, e in header.items():
+            if e["dtype"] not in _SAFETENSORS_DTYPES:
+                raise SourceError(f"{path}: tensor {key} has unsupported dtype {e['dtype']}")
+            begin, end = e["data_offsets"]
+            if self.base + end > size:
+                raise SourceError(f"{path}: truncated (tensor {key} ends at byte {self.base + end}, the file "
+                                  f"has {size})")
+            self.entries[key] = (np.dtype(_SAFETENSORS_DTYPES[e["dtype"]]), tuple(e["shape"]), begin, end)
+
+    def keys(self) -> list[str]:
+        return list(self.entries)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return self.entries[key][1]
+
+    def dtype(self, key: str) -> np.dtype:
+        return self.entries[key][0]
+
+    def read(self, key: str) -> np.ndarray:
+        dtype, shape, begin, end = self.entries[key]
+        out = np.empty(end - begin, np.uint8)
+        with open(self.path, "rb") as f:
+            f.seek(self.base + begin)
+            if f.readinto(memoryview(out)) != end - begin:
+                raise SourceError(f"{self.path}: short read of tensor {key}")
+        return out.view(dtype).reshape(shape)
+
+    def files(self) -> list[str]:
+        return [self.path]
+
+
+def _drop_pages(address: int, length: int) -> None:
+    """Release the resident pages of a read-only file mapping (they re-read from disk if touched)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    start = address - address % page
+    try:
+        ctypes.CDLL(None).madvise(ctypes.c_void_p(start), ctypes.c_size_t(address + length - start), 4)
+    except (OSError, AttributeError):  # not Linux: the pages stay mapped until the file is closed
+        pass
+
+
+class TorchFile:
+    """A `torch.save` state dict (also one nested under `state_dict` / `module`)."""
+
+    def __init__(self, path: str):
+        import torch
+
+        self.path = path
+        try:
+            state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+            self.mapped = True
+        except RuntimeError as e:
+            if "zip" not in str(e):  # a truncated or foreign file
+                raise SourceError(f"{path}: cannot read the torch checkpoint ({str(e).splitlines()[0][:160]})") from None
+            # legacy (pre-zip) serialisation cannot be mapped: it is read whole
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            self.mapped = False
+        except Exception as e:  # pickle / zipfile errors of damaged files
+            raise SourceError(f"{path}: cannot read the torch checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
+        for wrapper in ("state_dict", "module"):
+            if isinstance(state, dict) and set(state) == {wrapper}:
+                state = state[wrapper]
+        if not isinstance(state, dict):
+            raise SourceError(f"{path}: holds a {type(state).__name__}, not a state dict")
+        self.tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+    def keys(self) -> list[str]:
+        return list(self.tensors)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self.tensors[key].shape)
+
+    def dtype(self, key: str) -> np.dtype:
+        import torch
+
+        t = self.tensors[key]
+        return np.dtype(ml_dtypes.bfloat16) if t.dtype == torch.bfloat16 else np.dtype(torch.empty(0, dtype=t.dtype).numpy().dtype)
+
+    def read(self, key: str) -> np.ndarray:
+        import torch
+
+        t = self.tensors[key].detach()
+        try:
+            if t.dtype == torch.bfloat16:
+                out = t.contiguous().view(torch.int16).numpy().copy().view(ml_dtypes.bfloat16)
+            else:
+                out = t.contiguous().numpy().copy()
+        except RuntimeError as e:  # a tensor whose bytes lie past the end of a truncated file
+            raise SourceError(f"{self.path}: cannot read tensor {key} ({str(e).splitlines()[0][:120]})") from None
+        if self.mapped:
+            storage = t.untyped_storage()
+            _drop_pages(storage.data_ptr(), storage.nbytes())
+        return out
+
+    def files(self) -> list[str]:
+        return [self.path]
+
+
+class Sharded:
+    """Several files as one key space (a `*.index.json` folder); a key in two files is an error."""
+
+    def __init__(self, parts: list[TensorSource], name: str):
+        self.parts, self.where = parts, {}
+        for part in parts:
+            for key in part.keys():
+                if key in self.where:
+                    raise SourceError(f"{name}: tensor {key} is in both {self.where[key].files()[0]} and "
+                                      f"{part.files()[0]}")
+                self.where[key] = part
+
+    def keys(self) -> list[str]:
+        return list(self.where)
+
+    def shape(self, key):
+        return self.where[key].shape(key)
+
+    def dtype(self, key):
+        return self.where[key].dtype(key)
+
+    def read(self, key):
+        return self.where[key].read(key)
+
+    def files(self) -> list[str]:
+        return [f for p in self.parts for f in p.files()]
+
+
+WEIGHT_FILES = ("model.safetensors", "diffusion_pytorch_model.safetensors", "pytorch_model.bin",
+                "diffusion_pytorch_model.bin")
+_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+
+def open_file(path: str) -> TensorSource:
+    if not os.path.isfile(path):
+        raise SourceError(f"{path}: no such file")
+    return SafetensorsFile(path) if path.endswith(".safetensors") else TorchFile(path)
+
+
+def open_tensors(path: str) -> TensorSource:
+    """A weights file, or a folder: `*.index.json` shards, else its one standard weights file."""
+    if not os.path.isdir(path):
+        return open_file(path)
+    for name in WEIGHT_FILES:
+        index = os.path.join(path, name + ".index.json")
+        if os.path.isfile(index):
+            with open(index) as f:
+                weight_map = json.load(f).get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise SourceError(f"{index}: no weight_map")
+            shards = sorted(set(weight_map.values()))
+            absent = [s for s in shards if not os.path.isfile(os.path.join(path, s))]
+            if absent:
+                raise SourceError(f"{index}: shard files missing: {absent}")
+            source = Sharded([open_file(os.path.join(path, s)) for s in shards], index)
+            unlisted = sorted(set(weight_map) - set(source.keys()))
+            if unlisted:
+                raise SourceError(f"{index}: {len(unlisted)} indexed tensors are in no shard, e.g. {unlisted[:3]}")
+            return source
+    for name in WEIGHT_FILES:
+        if os.path.isfile(os.path.join(path, name)):
+            return open_file(os.path.join(path, name))
+    found = sorted(f for f in os.listdir(path) if f.endswith(_SUFFIXES))
+    if len(found) == 1:
+        return open_file(os.path.join(path, found[0]))
+    raise SourceError(f"{path}: no weights file ({' / '.join(WEIGHT_FILES)} or an index)"
+                      + (f"; several candidates: {found}" if found else ""))
+
+
+def file_digest(path: str, chunk: int = 1 << 23) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# Combinators
+
+
+class Renamed:
+    """Keys starting with `strip` (all keys when empty), with it removed and `add` put in front."""
+
+    def __init__(self, source: TensorSource, *, add: str = "", strip: str = ""):
+        self.source = source
+        self.names = {add + k[len(strip):]: k for k in source.keys() if k.startswith(strip)}
+
+    def keys(self) -> list[str]:
+        return list(self.names)
+
+    def shape(self, key):
+        return self.source.shape(self.names[key])
+
+    def dtype(self, key):
+        return self.source.dtype(self.names[key])
+
+    def read(self, key):
+        return self.source.read(self.names[key])
+
+    def files(self) -> list[str]:
+        return self.source.files()
+
+
+class Overlay:
+    """Sources stacked in precedence order: a key of a later source hides the same key before it."""
+
+    def __init__(self, *sources: TensorSource):
+        self.sources = sources
+        self.where: dict[str, TensorSource] = {}
+        for source in sources:
+            for key in source.keys():
+                self.where.pop(key, None)  # re-inserted last: keys() stays in precedence order
+                self.where[key] = source
+
+    def keys(self) -> list[str]:
+        return list(self.where)
+
+    def shape(self, key):
+        return self.where[key].shape(key)
+
+    def dtype(self, key):
+        return self.where[key].dtype(key)
+
+    def read(self, key):
+        return self.where[key].read(key)
+
+    def files(self) -> list[str]:
+        return [f for s in self.sources for f in s.files()]
+
+
+_LORA = re.compile(r"(.*)\.lora_([AB])(?:\.default)?\.weight")
+
+
+class MergedLora:
+    """peft LoRA folded into the base weights on read: `W + scaling * B @ A` (SEEDX.md §6.4), computed
+    in float32 and cast back to W's dtype. The consumed `lora_A/B` keys are listed in `merged`."""
+
+    def __init__(self, source: TensorSource, scaling: float):
+        self.source, self.scaling = source, scaling
+        pairs: dict[str, dict[str, str]] = {}
+        for key in source.keys():
+            if m := _LORA.fullmatch(key):
+                pairs.setdefault(m.group(1), {})[m.group(2)] = key
+        self.lora: dict[str, tuple[str, str]] = {}
+        for key in source.keys():
+            module = key[:-len(".weight")].removesuffix(".base_layer") if key.endswith(".weight") else None
+            if module in pairs and set(pairs[module]) == {"A", "B"} and not _LORA.fullmatch(key):
+                self.lora[key] = (pairs[module]["A"], pairs[module]["B"])
+        self.merged = sorted(k for a, b in self.lora.values() for k in (a, b))
+        self.names = [k for k in source.keys() if k not in set(self.merged)]
+
+    def keys(self) -> list[str]:
+        return list(self.names)
+
+    def shape(self, key):
+        return self.source.shape(key)
+
+    def dtype(self, key):
+        return self.source.dtype(key)
+
+    def read(self, key):
+        base = self.source.read(key)
+        if key not in self.lora:
+            return base
+        a, b = (self.source.read(k).astype(np.float32) for k in self.lora[key])
+        return (base.astype(np.float32) + self.scaling * (b @ a)).astype(base.dtype)
+
+    def files(self) -> list[str]:
+        return self.source.files()
