@@ -1,4 +1,5 @@
-"""`seedx-jax chat | generate | edit | reconstruct` (also `python -m seedx_jax`).
+"""`seedx-jax chat | generate | edit | reconstruct` (also `python -m seedx_jax`); `seedx-jax convert |
+export` are the weight converter's (`seedx_jax.convert.cli`).
 
 Each command loads a pipeline checkpoint directory, writes PNGs and a JSON record of what was run
 into `--out`, prints progress on stderr, and exits 2 with one line `seedx-jax <cmd>: error: ...` on
@@ -53,7 +54,8 @@ def _add_common(p: argparse.ArgumentParser, *, decodes: bool, renders: bool) -> 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seedx-jax", description="SEED-X in JAX: chat, generate, edit, reconstruct")
+    parser = argparse.ArgumentParser(prog="seedx-jax", description="SEED-X in JAX: chat, generate, edit, reconstruct; "
+                                     "convert / export weights (see `seedx-jax convert --help`)")
     sub = parser.add_subparsers(dest="command", required=True)
     chat = sub.add_parser("chat", help="answer questions about images (any size), optionally with boxes; "
                                        "images the model generates are drawn with a stage-1 de-tokenizer")
@@ -202,11 +204,16 @@ def _stdin_turns():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["convert"], ["export"]):
+        from seedx_jax.convert.cli import main as convert_main
+
+        return convert_main(argv[1:] if argv[0] == "convert" else argv)
     args = build_parser().parse_args(argv)
     progress = Progress(quiet=args.quiet)
     os.makedirs(args.out, exist_ok=True)
     out_prefix = os.path.join(args.out, args.name or args.command)
-    record = {"command": args.command, "argv": list(sys.argv[1:] if argv is None else argv),
+    record = {"command": args.command, "argv": argv,
               "checkpoint": os.path.abspath(args.checkpoint), "outputs": [], "seedx_jax_version": seedx_jax.__version__}
     start = time.perf_counter()
     try:

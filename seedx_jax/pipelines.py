@@ -22,7 +22,8 @@ from seedx_jax.agent.generate import ImageTokenForcing, generate_agent, generate
 from seedx_jax.agent.model import SeedXAgent
 from seedx_jax.agent.prompts import PromptError, get_template
 from seedx_jax.agent.tokenizer import SeedXTokenizer
-from seedx_jax.checkpoint import CheckpointError, load_model, read_pipeline_manifest
+from seedx_jax.checkpoint import (PIPELINE_PARTS, CheckpointError, load_model, pipeline_component,
+                                  read_pipeline_manifest)
 from seedx_jax.detokenizer.model import Detokenizer, negative_features, to_uint8
 from seedx_jax.diffusion.sampling import SamplerConfig
 from seedx_jax.llama.generate import Sampling
@@ -85,14 +86,15 @@ class SeedX:
     def load(cls, path: str, *, template: str | None = None, progress: Progress | None = None) -> "SeedX":
         """A pipeline directory written by `seedx_jax.checkpoint.save_pipeline`."""
         manifest = read_pipeline_manifest(path)
+        dirs = {part: pipeline_component(path, manifest, part) for part in PIPELINE_PARTS}
         for part in ("tokenizer", "vit", "agent"):
-            if not os.path.isdir(os.path.join(path, part)):
-                raise CheckpointError(f"{path} lacks the {part}/ directory")
-        tokenizer = SeedXTokenizer.from_dir(os.path.join(path, "tokenizer"))
-        vit = load_model(os.path.join(path, "vit"), "vit")
-        agent = load_model(os.path.join(path, "agent"), "agent")
-        detok_dir = os.path.join(path, "detokenizer")
-        detokenizer = load_model(detok_dir, "detokenizer") if os.path.isdir(detok_dir) else None
+            if not os.path.isdir(dirs[part]):
+                raise CheckpointError(f"{path} lacks its {part} directory ({dirs[part]})")
+        tokenizer = SeedXTokenizer.from_dir(dirs["tokenizer"])
+        vit = load_model(dirs["vit"], "vit")
+        agent = load_model(dirs["agent"], "agent")
+        has_detokenizer = os.path.isdir(dirs["detokenizer"])
+        detokenizer = load_model(dirs["detokenizer"], "detokenizer") if has_detokenizer else None
         return cls(tokenizer, vit, agent, detokenizer, template=template or manifest["template"], progress=progress)
 
     # -- inputs --------------------------------------------------------------------------------

@@ -150,7 +150,7 @@ def test_incompatible_checkpoint_parts(ckpts, tmp_path):
     save_pipeline(str(tmp_path / "bad"), tokenizer=tok, vit=vit, agent=agent)
     with pytest.raises(CheckpointError, match="ViT output_dim=32 != agent feature size 16"):
         SeedX.load(str(tmp_path / "bad"))
-    assert [p for p in os.listdir(tmp_path) if p.startswith(".")] == []  # no partial directories left
+    assert [p for p in os.listdir(tmp_path) if ".partial" in p] == []  # no partial directories left
 
 
 def test_module_entry_point_runs():

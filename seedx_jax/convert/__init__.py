@@ -1,0 +1,1 @@
+"""Weight conversion: released PyTorch SEED-X artefacts <-> seedx_jax Orbax checkpoints (`seedx-jax convert`)."""

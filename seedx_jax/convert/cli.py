@@ -1,0 +1,139 @@
+"""`seedx-jax convert vit | llama | agent | detokenizer | tokenizer | release` and `seedx-jax export`
+(also `python -m seedx_jax.convert ...`).
+
+Conversions plan every tensor from names and shapes first and print ONE report of everything that
+does not fit (unmatched keys, missing variables, shape mismatches) before reading any data; they
+exit 2 with that report and leave no output directory. Progress goes to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from seedx_jax.agent.tokenizer import TokenizerError
+from seedx_jax.checkpoint import CheckpointError
+from seedx_jax.convert.artefacts import (ArtefactError, agent_artefact, detokenizer_artefact, llama_artefact,
+                                         vit_artefact)
+from seedx_jax.convert.export import export_checkpoint
+from seedx_jax.convert.run import Options, convert_artefact, convert_release, convert_tokenizer
+from seedx_jax.progress import Progress
+from seedx_jax.sharding import make_mesh
+from seedx_jax.sources import SourceError
+
+USER_ERRORS = (ArtefactError, SourceError, CheckpointError, TokenizerError, ValueError, OSError)
+
+
+def _mesh_arg(text: str) -> dict[str, int]:
+    try:
+        return {k: int(v) for k, v in (item.split("=") for item in text.split(","))}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--mesh {text!r}: expected axis=size pairs, e.g. fsdp=4,tensor=2") from None
+
+
+def _config_arg(text: str) -> tuple[str, str]:
+    kind, sep, spec = text.partition("=")
+    if not sep or kind not in ("vit", "agent", "detokenizer"):
+        raise argparse.ArgumentTypeError(f"--config {text!r}: expected vit=SPEC, agent=SPEC or detokenizer=SPEC")
+    return kind, spec
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seedx-jax convert", description=__doc__.split("\n\n")[1])
+    sub = parser.add_subparsers(dest="what", required=True)
+
+    def command(name: str, help: str, *, model: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--out", required=True, help="output directory (must not be a file; replaced when complete)")
+        p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+        if model:
+            p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
+                           help="parameter dtype of the checkpoint (default: the config's, float32)")
+            p.add_argument("--strict", action="store_true", help="also fail on source keys no rule maps")
+            p.add_argument("--mesh", type=_mesh_arg, help="place parameters on a (data, fsdp, tensor) mesh while "
+                           "converting, e.g. fsdp=-1 (default: one device)")
+            p.add_argument("--flush-mb", type=int, default=512,
+                           help="write finished parameters to disk every N MiB (default 512)")
+            p.add_argument("--no-hash", action="store_true", help="do not record SHA-256 digests of the sources")
+        return p
+
+    p = command("vit", "the Qwen-VL ViT file (qwen_vit_G.pt) or a Qwen-VL-Chat checkpoint")
+    p.add_argument("source", help="file or folder")
+    p.add_argument("--config", help="VisionConfig preset or JSON file (default qwen_vit_g_448)")
+    p = command("llama", "a Hugging Face Llama folder (config.json + safetensors or bin, sharded or not)")
+    p.add_argument("source")
+    _lora_args(p)
+    p = command("agent", "a SEED-X agent file (release or zero-to-fp32 peft form) over its llm/ folder")
+    p.add_argument("source", help="agent/pytorch_model.bin")
+    p.add_argument("--llm", help="the llm/ folder beside it (omit when the file holds every llm.* key)")
+    p.add_argument("--config", help="AgentConfig preset or JSON file (default seed_x; llm from --llm's config.json)")
+    _lora_args(p)
+    p = command("detokenizer", "a de-tokenizer stage file over a diffusers SDXL folder")
+    p.add_argument("source", help="seed_detokenizer/{first,second}_stage/pytorch_model.bin")
+    p.add_argument("--sdxl", help="stable-diffusion-xl-base-1.0 folder (unet/, vae/)")
+    p.add_argument("--config", help="DetokenizerConfig preset or JSON file (default stage1; the stage follows "
+                   "the checkpoint's conv_in)")
+    p = command("tokenizer", "the SEED-X tokenizer folder (tokenizer.model + added tokens)", model=False)
+    p.add_argument("source")
+    p = command("release", "a whole SEED-X release tree: every model found, one pipeline directory each")
+    p.add_argument("source")
+    p.add_argument("--config", type=_config_arg, action="append", default=[],
+                   help="KIND=SPEC per component, e.g. agent=tiny (repeatable)")
+    _lora_args(p)
+    p = sub.add_parser("export", help="a seedx_jax checkpoint back to the released PyTorch files (+ PEFT adapter)")
+    p.add_argument("source", help="model checkpoint directory (vit, llama, agent or detokenizer)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--merge-lora", action="store_true", help="fold LoRA into the weights (default: adapter/ folder)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
+                   help="tensor dtype (default: each tensor's dtype in the converted source)")
+    p.add_argument("--max-shard-mb", type=int, default=2048, help="safetensors shard size (default 2048)")
+    p.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def _lora_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--merge-lora", action="store_true", help="fold peft LoRA into the base weights "
+                   "(default: keep it as the model's LoRA branch)")
+    p.add_argument("--lora-alpha", type=float, help="LoRA alpha of the source (default: its rank, as SEED-X)")
+
+
+def run(args: argparse.Namespace, progress: Progress) -> str:
+    if args.what == "export":
+        files = export_checkpoint(args.source, args.out, merge=args.merge_lora, dtype=args.dtype,
+                                  max_shard_bytes=args.max_shard_mb << 20, progress=progress)
+        return f"wrote {args.out}: {', '.join(files)}"
+    if args.what == "tokenizer":
+        convert_tokenizer(args.out, args.source)
+        return f"wrote {args.out}"
+    options = Options(mesh=make_mesh(args.mesh) if args.mesh else None, strict=args.strict,
+                      flush_bytes=args.flush_mb << 20, hash_sources=not args.no_hash, progress=progress)
+    if args.what == "release":
+        reports = convert_release(args.source, args.out, configs=dict(args.config), dtype=args.dtype,
+                                  merge_lora=args.merge_lora, lora_alpha=args.lora_alpha, options=options)
+        return "\n".join([f"wrote {args.out}"] + [f"  {name}: {r.summary()}" for name, r in reports.items()])
+    if args.what == "vit":
+        artefact = vit_artefact(args.source, config=args.config, dtype=args.dtype)
+    elif args.what == "llama":
+        artefact = llama_artefact(args.source, dtype=args.dtype, merge_lora=args.merge_lora, lora_alpha=args.lora_alpha)
+    elif args.what == "agent":
+        artefact = agent_artefact(args.source, args.llm, config=args.config, dtype=args.dtype,
+                                  merge_lora=args.merge_lora, lora_alpha=args.lora_alpha)
+    else:
+        artefact = detokenizer_artefact(args.source, args.sdxl, config=args.config, dtype=args.dtype)
+    report = convert_artefact(args.out, artefact, options)
+    return f"wrote {args.out}\n{report.text()}" + (f"\n  merged LoRA: {len(artefact.merged)} keys" if artefact.merged else "")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    progress = Progress(quiet=args.quiet)
+    name = "export" if args.what == "export" else f"convert {args.what}"
+    try:
+        print(run(args, progress), file=sys.stderr)
+    except USER_ERRORS as e:
+        lines = str(e).splitlines() or [type(e).__name__]
+        print(f"seedx-jax {name}: error: {lines[0]}", file=sys.stderr)
+        for line in lines[1:]:  # the rest of a load report
+            print(line, file=sys.stderr)
+        return 2
+    return 0

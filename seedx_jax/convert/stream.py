@@ -1,0 +1,160 @@
+"""Stream a PyTorch checkpoint into an Orbax checkpoint, one unit of tensors at a time.
+
+Each tensor is read, transformed and placed straight onto its target sharding: a whole variable with
+`make_array_from_callback` (each process builds only its own shards), a stacked variable row by row
+into a device buffer updated in place (a jitted, donated `dynamic_update_index_in_dim`), so the host
+holds one source tensor at a time and the devices one stacked variable beyond what is already
+written. Finished variables are appended to the checkpoint with Orbax partial saves whenever
+`flush_bytes` have accumulated, then dropped. Peak host memory on a CPU-only host is therefore about
+the largest stacked variable plus `flush_bytes`, not the checkpoint size.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
+
+from seedx_jax.nn.buffer import Buffer
+from seedx_jax.progress import Progress
+from seedx_jax.sharding import Rules, abstract_model
+from seedx_jax.sources import TensorSource
+from seedx_jax.weights import LoadReport, Rule, fill, plan_load
+
+
+def abstract_state(init: Callable[[], nnx.Module], mesh: Mesh | None, rules: Rules | None):
+    """(graphdef, state of ShapeDtypeStructs with their target shardings); no mesh: device 0."""
+    if mesh is not None:
+        return abstract_model(init, mesh, rules)
+    graphdef, state = nnx.split(nnx.eval_shape(init))
+    device = SingleDeviceSharding(jax.devices()[0])
+    return graphdef, jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), state)
+
+
+def _path_str(path) -> str:
+    return ".".join(str(k) for k in path)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _set_row(stack: jax.Array, row: jax.Array, index: jax.Array) -> jax.Array:
+    return jax.lax.dynamic_update_index_in_dim(stack, row, index, 0)
+
+
+def _place(value: np.ndarray, sharding) -> jax.Array:
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
+def _row_sharding(sharding):
+    if isinstance(sharding, NamedSharding):
+        return NamedSharding(sharding.mesh, PartitionSpec(*tuple(sharding.spec)[1:]))
+    return sharding
+
+
+class _PartialWriter:
+    """Collects placed variables and appends them to an Orbax checkpoint in partial saves."""
+
+    def __init__(self, path: str, flush_bytes: int):
+        from orbax.checkpoint.experimental.v1 import partial
+
+        self.partial, self.path, self.flush_bytes = partial, path, flush_bytes
+        self.pending: dict[tuple, jax.Array] = {}
+        self.pending_bytes = 0
+
+    def add(self, path: tuple, array: jax.Array) -> None:
+        self.pending[path] = array
+        self.pending_bytes += array.nbytes
+        if self.pending_bytes >= self.flush_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        tree: dict = {}
+        for path, array in self.pending.items():
+            node = tree
+            for key in path[:-1]:
+                node = node.setdefault(key, {})
+            node[path[-1]] = array
+        self.partial.save(self.path, tree)
+        self.pending, self.pending_bytes = {}, 0
+
+    def finalize(self) -> None:
+        self.flush()
+        self.partial.finalize(self.path)
+
+
+class _DeviceSink:
+    """`weights.Sink` that places values onto their target shardings and hands finished variables on."""
+
+    def __init__(self, targets: dict[str, tuple[tuple, jax.ShapeDtypeStruct]], writer: _PartialWriter):
+        self.targets, self.writer = targets, writer
+        self.stacks: dict[str, jax.Array] = {}
+        self.done: dict[str, jax.Array] = {}
+
+    def begin(self, name):
+        pass
+
+    def put(self, name, row, value):
+        _, target = self.targets[name]
+        value = np.asarray(value).astype(target.dtype, copy=False)
+        if row is None:
+            self.done[name] = _place(value, target.sharding)
+            return
+        if name not in self.stacks:
+            self.stacks[name] = jax.jit(lambda: jnp.zeros(target.shape, target.dtype),
+                                        out_shardings=target.sharding)()
+        placed = _place(value, _row_sharding(target.sharding))
+        self.stacks[name] = _set_row(self.stacks[name], placed, jnp.int32(row)).block_until_ready()
+
+    def end(self, name):
+        array = self.done.pop(name, None)
+        if array is None:
+            array = self.stacks.pop(name)
+        self.writer.add(self.targets[name][0], array)
+
+
+def _initial_values(init, graphdef, abstract, wanted: set[str]) -> dict[str, jax.Array]:
+    """The init values of only the `wanted` variables (LoRA kept at init, RNG state), computed by the
+    model's own initialiser in one jit whose other outputs XLA drops."""
+    def select(state):
+        flat = ((_path_str(p), v.get_value()) for p, v in nnx.to_flat_state(state))
+        return {n: v for n, v in flat if n in wanted}
+
+    shardings = {n: v.sharding for n, v in select(abstract).items()}
+    return jax.jit(lambda: select(nnx.state(init())), out_shardings=shardings)()
+
+
+def write_converted(path: str, init: Callable[[], nnx.Module], source: TensorSource, table: Sequence[Rule], *,
+                    mesh: Mesh | None = None, rules: Rules | None = None, strict: bool = False,
+                    allow_missing: Callable[[str], bool] | None = None, flush_bytes: int = 1 << 29,
+                    progress: Progress | None = None) -> LoadReport:
+    """Convert `source` through `table` into the Orbax checkpoint directory `path` (which must not exist)
+    of the model `init()` builds; the plan (and its report of every problem) comes before any read."""
+    progress = progress or Progress(quiet=True)
+    graphdef, abstract = abstract_state(init, mesh, rules)
+    flat = [(p, v) for p, v in nnx.to_flat_state(abstract)]
+    targets = {_path_str(p): (p, v.get_value()) for p, v in flat}
+    shapes = {_path_str(p): tuple(v.shape) for p, v in flat if isinstance(v, (nnx.Param, Buffer))}
+    plan = plan_load(source, shapes, table, strict=strict, allow_missing=allow_missing)
+    writer = _PartialWriter(path, flush_bytes)
+    sink = _DeviceSink(targets, writer)
+    units = plan.units()
+    done = 0
+    with progress.stage(f"converting {len(plan.report.loaded)} tensors into {len(shapes)} variables"):
+        def report(names):
+            nonlocal done
+            done += 1
+            progress.step(done, len(units), "units")
+
+        fill(plan, source, sink, on_unit=report)
+        written = {s.name for slots in plan.writes.values() for s, _ in slots}
+        rest = set(targets) - written
+        if rest:
+            for name, array in _initial_values(init, graphdef, abstract, rest).items():
+                writer.add(targets[name][0], array)
+        writer.finalize()
+    return plan.report
