@@ -135,7 +135,7 @@ class _Exporter:
 
 def _lora_tensors(exporter: _Exporter, prefix: str) -> Iterator[tuple[str, np.ndarray]]:
     """The LoRA A/B variables under PEFT's adapter names (`base_model.model.` + HF module path)."""
-    plan = export_plan({n: s for n, s in exporter.shapes.items() if is_lora(n)}, exporter.stacked, exporter.table)
+    plan = export_plan(exporter.shapes, exporter.stacked, exporter.table, skip=lambda name: not is_lora(name))
     for key, value in export_tensors(plan, exporter._read):
         yield "base_model.model." + key[len(prefix):], value.astype(exporter._dtype_of(key, value.dtype), copy=False)
 

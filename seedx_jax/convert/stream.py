@@ -1,10 +1,11 @@
 """Stream a PyTorch checkpoint into an Orbax checkpoint, one unit of tensors at a time.
 
 Each tensor is read, transformed and placed straight onto its target sharding: a whole variable with
-`make_array_from_callback` (each process builds only its own shards), a stacked variable row by row
-into a device buffer updated in place (a jitted, donated `dynamic_update_index_in_dim`), so the host
-holds one source tensor at a time and the devices one stacked variable beyond what is already
-written. Finished variables are appended to the checkpoint with Orbax partial saves whenever
+`make_array_from_callback` (each process builds only its own shards), a large stacked variable row
+by row into a device buffer updated in place (a jitted, donated `dynamic_update_index_in_dim`), so
+the host holds one source tensor at a time and the devices one stacked variable beyond what is
+already written. Stacks under `HOST_STACK_BYTES` are gathered on the host and placed whole, which
+saves one compile per shape. Finished variables are appended to the checkpoint with Orbax partial saves whenever
 `flush_bytes` have accumulated, then dropped. Peak host memory on a CPU-only host is therefore about
 the largest stacked variable plus `flush_bytes`, not the checkpoint size.
 """
@@ -42,6 +43,15 @@ def _path_str(path) -> str:
 @functools.partial(jax.jit, donate_argnums=0)
 def _set_row(stack: jax.Array, row: jax.Array, index: jax.Array) -> jax.Array:
     return jax.lax.dynamic_update_index_in_dim(stack, row, index, 0)
+
+
+@functools.lru_cache(maxsize=None)
+def _zeros_fn(shape, dtype, sharding):
+    return jax.jit(lambda: jnp.zeros(shape, dtype), out_shardings=sharding)
+
+
+def _zeros(shape, dtype, sharding) -> jax.Array:
+    return _zeros_fn(tuple(shape), jnp.dtype(dtype), sharding)()
 
 
 def _place(value: np.ndarray, sharding) -> jax.Array:
@@ -87,12 +97,15 @@ class _PartialWriter:
         self.partial.finalize(self.path)
 
 
+HOST_STACK_BYTES = 64 << 20
+
+
 class _DeviceSink:
     """`weights.Sink` that places values onto their target shardings and hands finished variables on."""
 
     def __init__(self, targets: dict[str, tuple[tuple, jax.ShapeDtypeStruct]], writer: _PartialWriter):
         self.targets, self.writer = targets, writer
-        self.stacks: dict[str, jax.Array] = {}
+        self.stacks: dict[str, jax.Array | np.ndarray] = {}
         self.done: dict[str, jax.Array] = {}
 
     def begin(self, name):
@@ -104,9 +117,13 @@ class _DeviceSink:
         if row is None:
             self.done[name] = _place(value, target.sharding)
             return
+        on_host = target.size * target.dtype.itemsize < HOST_STACK_BYTES
         if name not in self.stacks:
-            self.stacks[name] = jax.jit(lambda: jnp.zeros(target.shape, target.dtype),
-                                        out_shardings=target.sharding)()
+            self.stacks[name] = (np.zeros(target.shape, target.dtype) if on_host else
+                                 _zeros(target.shape, target.dtype, target.sharding))
+        if on_host:
+            self.stacks[name][row] = value
+            return
         placed = _place(value, _row_sharding(target.sharding))
         self.stacks[name] = _set_row(self.stacks[name], placed, jnp.int32(row)).block_until_ready()
 
@@ -114,6 +131,8 @@ class _DeviceSink:
         array = self.done.pop(name, None)
         if array is None:
             array = self.stacks.pop(name)
+            if isinstance(array, np.ndarray):
+                array = _place(array, self.targets[name][1].sharding)
         self.writer.add(self.targets[name][0], array)
 
 
