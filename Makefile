@@ -42,6 +42,7 @@ bench: venv
 	$(PY) bench/bench_vit.py
 	$(PY) bench/bench_unet.py
 	$(PY) bench/bench_agent_decode.py
+	$(PY) bench/bench_convert.py
 
 clean-venv:
 	rm -rf $(VENV)

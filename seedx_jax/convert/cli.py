@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--strict", action="store_true", help="also fail on source keys no rule maps")
             p.add_argument("--mesh", type=_mesh_arg, help="place parameters on a (data, fsdp, tensor) mesh while "
                            "converting, e.g. fsdp=-1 (default: one device)")
-            p.add_argument("--flush-mb", type=int, default=512,
-                           help="write finished parameters to disk every N MiB (default 512)")
+            p.add_argument("--flush-mb", type=int, default=128,
+                           help="write finished parameters to disk every N MiB (default 128)")
             p.add_argument("--no-hash", action="store_true", help="do not record SHA-256 digests of the sources")
         return p
 

@@ -35,7 +35,7 @@ class Options:
     mesh: Mesh | None = None
     rules: Rules | None = None
     strict: bool = False
-    flush_bytes: int = 1 << 29
+    flush_bytes: int = 128 << 20
     hash_sources: bool = True
     progress: Progress = dataclasses.field(default_factory=lambda: Progress(quiet=True))
 

@@ -64,13 +64,20 @@ def _row_sharding(sharding):
     return sharding
 
 
+WRITE_CHUNK_BYTES = 64 << 20
+
+
 class _PartialWriter:
     """Collects placed variables and appends them to an Orbax checkpoint in partial saves."""
 
     def __init__(self, path: str, flush_bytes: int):
+        from orbax.checkpoint import v1
         from orbax.checkpoint.experimental.v1 import partial
 
         self.partial, self.path, self.flush_bytes = partial, path, flush_bytes
+        # Bounded chunks: Orbax compresses chunk by chunk, so its write buffers stay small too.
+        self.context = v1.Context()
+        self.context.array.saving.storage_options.chunk_byte_size = WRITE_CHUNK_BYTES
         self.pending: dict[tuple, jax.Array] = {}
         self.pending_bytes = 0
 
@@ -89,12 +96,14 @@ class _PartialWriter:
             for key in path[:-1]:
                 node = node.setdefault(key, {})
             node[path[-1]] = array
-        self.partial.save(self.path, tree)
+        with self.context:
+            self.partial.save(self.path, tree)
         self.pending, self.pending_bytes = {}, 0
 
     def finalize(self) -> None:
         self.flush()
-        self.partial.finalize(self.path)
+        with self.context:
+            self.partial.finalize(self.path)
 
 
 HOST_STACK_BYTES = 64 << 20
@@ -149,7 +158,7 @@ def _initial_values(init, graphdef, abstract, wanted: set[str]) -> dict[str, jax
 
 def write_converted(path: str, init: Callable[[], nnx.Module], source: TensorSource, table: Sequence[Rule], *,
                     mesh: Mesh | None = None, rules: Rules | None = None, strict: bool = False,
-                    allow_missing: Callable[[str], bool] | None = None, flush_bytes: int = 1 << 29,
+                    allow_missing: Callable[[str], bool] | None = None, flush_bytes: int = 128 << 20,
                     progress: Progress | None = None) -> LoadReport:
     """Convert `source` through `table` into the Orbax checkpoint directory `path` (which must not exist)
     of the model `init()` builds; the plan (and its report of every problem) comes before any read."""
