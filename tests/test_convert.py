@@ -15,12 +15,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from diffusers import EulerDiscreteScheduler
 from peft import LoraConfig as PeftLoraConfig, PeftModel, get_peft_model
 from transformers import LlamaForCausalLM as HFLlama
 
 from seedx_jax.agent.config import TINY_VISION, AgentConfig
 from seedx_jax.agent.tokenizer import SeedXTokenizer
 from seedx_jax.checkpoint import load_model, read_manifest
+from seedx_jax.cli import main as seedx_jax_command
 from seedx_jax.convert.cli import main as convert
 from seedx_jax.detokenizer.model import DetokenizerConfig
 from seedx_jax.lora import LORA_TARGETS
@@ -30,6 +32,7 @@ from parity import max_rel_diff, randomize_
 from seedx_fixtures import TorchAgent, train_sp_model
 from test_agent import batch, reference
 from test_detokenizer import torch_parts
+from test_sampling import SDXL_SCHEDULER
 from test_unet import inputs as unet_inputs
 from test_unet import reference as unet_reference
 from torch_vision import TorchQwenViT
@@ -83,6 +86,7 @@ def release(tmp_path_factory):
     unets = {1: torch_parts(DetokenizerConfig.preset("tiny"), 1)[1], 2: stage2_unet}
     sdxl = root / "stable-diffusion-xl-base-1.0"
     torch_parts(DetokenizerConfig.preset("tiny"), 2)[1].save_pretrained(sdxl / "unet")  # other values, 4-ch conv_in
+    EulerDiscreteScheduler.from_config(SDXL_SCHEDULER).save_pretrained(sdxl / "scheduler")
     vae.save_pretrained(sdxl / "vae")
     for stage, folder in ((1, "first_stage"), (2, "second_stage")):
         os.makedirs(root / "seed_detokenizer" / folder)
@@ -236,7 +240,8 @@ def test_detokenizer_stage2_over_sdxl_folder(release, tmp_path):
                "--sdxl", root / "stable-diffusion-xl-base-1.0", "--out", tmp_path / "detok", "--config", "tiny",
                "--strict") == 0
     ours = load_model(str(tmp_path / "detok"), "detokenizer")
-    assert ours.config.edits and read_manifest(str(tmp_path / "detok"))["source"]["options"]["stage"] == 2
+    options = read_manifest(str(tmp_path / "detok"))["source"]["options"]
+    assert ours.config.edits and options["stage"] == 2 and options["scheduler"]["differs_from_samplers"] == []
     x = unet_inputs(ours.config.unet)
     assert max_rel_diff(ours.unet(**{k: jnp.asarray(v) for k, v in x.items()}),
                         unet_reference(release["unets"][2], x)) <= TOL
@@ -257,8 +262,9 @@ def test_detokenizer_stage2_over_sdxl_folder(release, tmp_path):
 
 def test_whole_release_tree_in_one_call(release, tmp_path):
     out = tmp_path / "seedx"
-    assert run("release", release["root"], "--out", out, "--config", f"vit={release['root'].parent / 'vit.json'}", "--config", "agent=tiny",
-               "--config", "detokenizer=tiny") == 0
+    assert seedx_jax_command(["convert", "release", str(release["root"]), "--out", str(out), "--quiet",
+                              "--config", f"vit={release['root'].parent / 'vit.json'}", "--config", "agent=tiny",
+                              "--config", "detokenizer=tiny"]) == 0
     assert sorted(os.listdir(out)) == ["detokenizer_stage1", "detokenizer_stage2", "release.json", "seed_x_edit",
                                        "seed_x_i", "tokenizer", "vit"]
     for name, stage in (("seed_x_i", 1), ("seed_x_edit", 2)):

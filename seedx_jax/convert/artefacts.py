@@ -13,6 +13,7 @@ from seedx_jax.agent.config import AgentConfig
 from seedx_jax.agent.params import AGENT_RULES, agent_source
 from seedx_jax.detokenizer.model import DetokenizerConfig
 from seedx_jax.detokenizer.params import DETOKENIZER_RULES, detokenizer_source
+from seedx_jax.diffusion.schedulers import NoiseScheduleConfig
 from seedx_jax.llama import LlamaConfig
 from seedx_jax.llama.params import LLAMA_HF_RULES, is_lora
 from seedx_jax.lora import LoraConfig
@@ -175,6 +176,19 @@ def agent_artefact(checkpoint: str, llm: str | None = None, *, config: str | Non
                     merged=merged)
 
 
+def _scheduler_fields(sdxl: str | None) -> dict | None:
+    """The SDXL folder's noise-schedule settings, recorded in the manifest; fields that differ from the
+    `NoiseScheduleConfig` defaults the samplers use are listed under `differs_from_samplers`."""
+    file = sdxl and os.path.join(sdxl, "scheduler", "scheduler_config.json")
+    if not file or not os.path.isfile(file):
+        return None
+    with open(file) as f:
+        found = json.load(f)
+    ours = NoiseScheduleConfig().to_dict()
+    fields = {k: found[k] for k in ours if k in found}
+    return {**fields, "differs_from_samplers": sorted(k for k, v in fields.items() if v != ours[k])}
+
+
 def detokenizer_artefact(checkpoint: str, sdxl: str | None = None, *, config: str | None = None,
                          dtype: str | None = None) -> Artefact:
     """A de-tokenizer stage file over a diffusers SDXL folder (`unet/`, `vae/`); the stage follows the
@@ -193,7 +207,8 @@ def detokenizer_artefact(checkpoint: str, sdxl: str | None = None, *, config: st
     if "unet.conv_in.weight" in stage_file.keys():
         channels = stage_file.shape("unet.conv_in.weight")[1]
         cfg = cfg.replace(unet=cfg.unet.replace(in_channels=channels))
-    options = {"config": config, "dtype": dtype, "stage": 2 if cfg.edits else 1}
+    options = {"config": config, "dtype": dtype, "stage": 2 if cfg.edits else 1,
+               "scheduler": _scheduler_fields(sdxl)}
     return Artefact("detokenizer", with_param_dtype(cfg, dtype), detokenizer_source(stage_file, unet, vae),
                     DETOKENIZER_RULES, options=options)
 

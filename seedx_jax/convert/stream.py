@@ -6,8 +6,9 @@ by row into a device buffer updated in place (a jitted, donated `dynamic_update_
 the host holds one source tensor at a time and the devices one stacked variable beyond what is
 already written. Stacks under `HOST_STACK_BYTES` are gathered on the host and placed whole, which
 saves one compile per shape. Finished variables are appended to the checkpoint with Orbax partial saves whenever
-`flush_bytes` have accumulated, then dropped. Peak host memory on a CPU-only host is therefore about
-the largest stacked variable plus `flush_bytes`, not the checkpoint size.
+`flush_bytes` have accumulated, then dropped. Peak host memory on a CPU-only host (where device
+buffers are host memory) is therefore about twice the largest stacked variable - the stack being
+filled, and Orbax's host copy while it writes one - plus `flush_bytes`, not the checkpoint size.
 """
 from __future__ import annotations
 
