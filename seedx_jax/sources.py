@@ -146,12 +146,13 @@ class TorchFile:
             self.mapped = True
         except RuntimeError as e:
             if "zip" not in str(e):  # a truncated or foreign file
-                raise SourceError(f"{path}: cannot read the torch checkpoint ({str(e).splitlines()[0][:160]})") from None
+                raise SourceError(f"{path}: cannot read the torch checkpoint, damaged or truncated? "
+                                  f"({str(e).splitlines()[0][:160]})") from None
             # legacy (pre-zip) serialisation cannot be mapped: it is read whole
             state = torch.load(path, map_location="cpu", weights_only=True)
             self.mapped = False
         except Exception as e:  # pickle / zipfile errors of damaged files
-            raise SourceError(f"{path}: cannot read the torch checkpoint ({type(e).__name__}: "
+            raise SourceError(f"{path}: cannot read the torch checkpoint, damaged or truncated? ({type(e).__name__}: "
                               f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
         for wrapper in ("state_dict", "module"):
             if isinstance(state, dict) and set(state) == {wrapper}:

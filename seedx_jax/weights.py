@@ -179,6 +179,13 @@ class LoadReport:
             out += [f"unmatched source key: {k}" for k in self.unmatched]
         return out
 
+    def error(self, strict: bool) -> str:
+        """The failure message: every problem, then the unmatched keys a non-strict load would skip."""
+        lines = [f"weight loading failed ({self.summary()}):"] + [f"  {p}" for p in self.problems(strict)]
+        if not strict:
+            lines += [f"  unmatched source key (skipped; fatal with strict): {k}" for k in self.unmatched]
+        return "\n".join(lines)
+
     def summary(self) -> str:
         return ", ".join(f"{len(getattr(self, f.name))} {f.name}" for f in dataclasses.fields(self))
 
@@ -253,7 +260,7 @@ def plan_load(source: TensorSource, shapes: Mapping[str, tuple[int, ...]], table
     listing every problem (shape mismatches, missing variables except those `allow_missing`
     accepts, and with `strict` unmatched keys). A key overridden by a later one is not checked."""
     report = LoadReport()
-    rules, writes, owner = {}, {}, {}
+    rules, writes, owner, mismatched = {}, {}, {}, set()
     for key in reversed(source.keys()):  # later keys win, so claim slots from the back
         rule, values = next(((r, v) for r in table if (v := r.compiled_source.match(key)) is not None), (None, None))
         if rule is None:
@@ -281,6 +288,7 @@ def plan_load(source: TensorSource, shapes: Mapping[str, tuple[int, ...]], table
             shown = got[0] if len(got) == 1 else got
             report.mismatched.append(f"{key} {tuple(source.shape(key))} -> {paths[0]} "
                                      f"{tuple(want[0]) if len(want) == 1 else want} (got {shown})")
+            mismatched.update(s.name for s in slots)
             continue
         rules[key] = rule
         writes[key] = [(s, part) for part, s in enumerate(slots)]
@@ -293,16 +301,15 @@ def plan_load(source: TensorSource, shapes: Mapping[str, tuple[int, ...]], table
         rows = written.get(name, set())
         if rows == {None} or (shape and rows == set(range(shape[0]))):
             continue
-        if allow_missing is not None and allow_missing(name):
-            continue
+        if name in mismatched or (allow_missing is not None and allow_missing(name)):
+            continue  # a mismatch is reported once, as the mismatch
         report.missing.append(name if not rows else f"{name} (layers {sorted(set(range(shape[0])) - rows)})")
     order = {k: i for i, k in enumerate(source.keys())}
     for field in dataclasses.fields(report):
         getattr(report, field.name).sort(key=lambda k: order.get(k.split(" ")[0], -1))
     report.loaded = [k for k in source.keys() if k in writes]
-    problems = report.problems(strict)
-    if problems:
-        raise ValueError(f"weight loading failed ({report.summary()}):\n  " + "\n  ".join(problems))
+    if report.problems(strict):
+        raise ValueError(report.error(strict))
     writes = {k: writes[k] for k in report.loaded}
     return Plan(rules, writes, report)
 
