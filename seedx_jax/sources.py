@@ -7,7 +7,7 @@
 * folders: a Hugging Face / diffusers weights folder, sharded (`*.index.json`) or not.
 
 Combinators give several files one key space: `Renamed` (add/strip a prefix), `Overlay` (later
-sources override earlier keys, as the official non-strict loads do), `MergedLora` (peft LoRA folded
+sources override earlier keys, as the official non-strict loads do; or shards that must not overlap), `MergedLora` (peft LoRA folded
 into its base weights on read). Every problem with a file is a `SourceError` naming the file.
 """
 from __future__ import annotations
@@ -193,34 +193,6 @@ class TorchFile:
         return [self.path]
 
 
-class Sharded:
-    """Several files as one key space (a `*.index.json` folder); a key in two files is an error."""
-
-    def __init__(self, parts: list[TensorSource], name: str):
-        self.parts, self.where = parts, {}
-        for part in parts:
-            for key in part.keys():
-                if key in self.where:
-                    raise SourceError(f"{name}: tensor {key} is in both {self.where[key].files()[0]} and "
-                                      f"{part.files()[0]}")
-                self.where[key] = part
-
-    def keys(self) -> list[str]:
-        return list(self.where)
-
-    def shape(self, key):
-        return self.where[key].shape(key)
-
-    def dtype(self, key):
-        return self.where[key].dtype(key)
-
-    def read(self, key):
-        return self.where[key].read(key)
-
-    def files(self) -> list[str]:
-        return [f for p in self.parts for f in p.files()]
-
-
 WEIGHT_FILES = ("model.safetensors", "diffusion_pytorch_model.safetensors", "pytorch_model.bin",
                 "diffusion_pytorch_model.bin")
 _SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
@@ -247,7 +219,7 @@ def open_tensors(path: str) -> TensorSource:
             absent = [s for s in shards if not os.path.isfile(os.path.join(path, s))]
             if absent:
                 raise SourceError(f"{index}: shard files missing: {absent}")
-            source = Sharded([open_file(os.path.join(path, s)) for s in shards], index)
+            source = Overlay(*(open_file(os.path.join(path, s)) for s in shards), unique=index)
             unlisted = sorted(set(weight_map) - set(source.keys()))
             if unlisted:
                 raise SourceError(f"{index}: {len(unlisted)} indexed tensors are in no shard, e.g. {unlisted[:3]}")
@@ -298,14 +270,18 @@ class Renamed:
 
 
 class Overlay:
-    """Sources stacked in precedence order: a key of a later source hides the same key before it."""
+    """Sources as one key space in precedence order: a key of a later source hides the same key before
+    it - or, with `unique` (a name for the message), is an error (the shards of one checkpoint)."""
 
-    def __init__(self, *sources: TensorSource):
+    def __init__(self, *sources: TensorSource, unique: str | None = None):
         self.sources = sources
         self.where: dict[str, TensorSource] = {}
         for source in sources:
             for key in source.keys():
-                self.where.pop(key, None)  # re-inserted last: keys() stays in precedence order
+                previous = self.where.pop(key, None)  # re-inserted last: keys() stays in precedence order
+                if unique and previous is not None:
+                    raise SourceError(f"{unique}: tensor {key} is in both {previous.files()[0]} and "
+                                      f"{source.files()[0]}")
                 self.where[key] = source
 
     def keys(self) -> list[str]:
