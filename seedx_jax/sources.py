@@ -7,8 +7,9 @@
 * folders: a Hugging Face / diffusers weights folder, sharded (`*.index.json`) or not.
 
 Combinators give several files one key space: `Renamed` (add/strip a prefix), `Overlay` (later
-sources override earlier keys, as the official non-strict loads do; or shards that must not overlap), `MergedLora` (peft LoRA folded
-into its base weights on read). Every problem with a file is a `SourceError` naming the file.
+sources override earlier keys, as the official non-strict loads do; or shards that must not
+overlap), `MergedLora` (peft LoRA folded into its base weights on read). Every problem with a file
+is a `SourceError` naming the file.
 """
 from __future__ import annotations
 
@@ -171,7 +172,9 @@ class TorchFile:
         import torch
 
         t = self.tensors[key]
-        return np.dtype(ml_dtypes.bfloat16) if t.dtype == torch.bfloat16 else np.dtype(torch.empty(0, dtype=t.dtype).numpy().dtype)
+        if t.dtype == torch.bfloat16:
+            return np.dtype(ml_dtypes.bfloat16)
+        return torch.empty(0, dtype=t.dtype).numpy().dtype
 
     def read(self, key: str) -> np.ndarray:
         import torch

@@ -232,10 +232,11 @@ class Plan:
 
 def variable_shapes(state: nnx.State) -> dict[str, tuple[int, ...]]:
     """Dotted path -> shape of every variable (Param, LoRAParam, Buffer) in a live or abstract state."""
-    return {_path_str(p): tuple(v.shape) for p, v in nnx.to_flat_state(state)}
+    return {path_str(p): tuple(v.shape) for p, v in nnx.to_flat_state(state)}
 
 
-def _path_str(path) -> str:
+def path_str(path) -> str:
+    """`('layers', 'mlp', 'up_proj', 'kernel')` -> `layers.mlp.up_proj.kernel`."""
     return ".".join(str(k) for k in path)
 
 
@@ -344,7 +345,7 @@ class _ModelSink:
     """Writes into a live model's variables (stacked ones gathered in a host buffer first)."""
 
     def __init__(self, model: nnx.Module):
-        self.variables = {_path_str(p): v for p, v in nnx.to_flat_state(nnx.state(model, (nnx.Param, Buffer)))}
+        self.variables = {path_str(p): v for p, v in nnx.to_flat_state(nnx.state(model, (nnx.Param, Buffer)))}
         self.buffers: dict[str, np.ndarray] = {}
 
     def begin(self, name):

@@ -150,8 +150,8 @@ def test_qwen_vl_chat_bf16_safetensors_converts(release, tmp_path):
     state["transformer.h.0.attn.c_attn.weight"] = torch.zeros(3, 3, dtype=torch.bfloat16)
     os.makedirs(tmp_path / "qwen_vl_chat")
     save_file(state, tmp_path / "qwen_vl_chat" / "model.safetensors")
-    assert run("vit", tmp_path / "qwen_vl_chat", "--out", tmp_path / "vit", "--config", release["root"].parent / "vit.json",
-               "--strict") == 0
+    assert run("vit", tmp_path / "qwen_vl_chat", "--out", tmp_path / "vit", "--strict",
+               "--config", release["root"].parent / "vit.json") == 0
     rounded = randomize_(TorchQwenViT(VIT))
     rounded.load_state_dict({k: v.to(torch.bfloat16).float() for k, v in torch_state(vit).items()})
     assert max_rel_diff(vit_features(load_model(str(tmp_path / "vit"))), vit_features(rounded)) <= TOL
@@ -228,8 +228,7 @@ def test_agent_peft_form_keeps_or_merges_lora(peft_agent, tmp_path, merge):
     assert json.loads((adapter / "adapter_config.json").read_text())["lora_alpha"] == 8.0
     base = HFLlama.from_pretrained(tmp_path / "exported" / "llm", torch_dtype=torch.float32)
     rebuilt = TorchAgent(AGENT, seed=3).float()
-    rebuilt.load_state_dict({k: v for k, v in torch.load(tmp_path / "exported" / "agent" / "pytorch_model.bin").items()},
-                            strict=False)
+    rebuilt.load_state_dict(torch.load(tmp_path / "exported" / "agent" / "pytorch_model.bin"), strict=False)
     rebuilt.llm = PeftModel.from_pretrained(base, adapter).eval()
     assert max_rel_diff(agent_logits(rebuilt.eval()), want) <= TOL
 

@@ -124,12 +124,17 @@ def _fresh_lora(llm: LlamaConfig) -> Callable[[str], bool] | None:
     return is_lora if llm.lora is not None else None
 
 
-def _llama_config_from(folder: str | None) -> LlamaConfig | None:
+def _llama_config_from(folder: str | None, base: LlamaConfig | None = None) -> LlamaConfig | None:
+    """The architecture in `folder/config.json`; the other fields (scan, remat, dtypes, ...) from `base`."""
     file = folder and os.path.join(folder, "config.json")
     if not file or not os.path.isfile(file):
         return None
     with open(file) as f:
-        return LlamaConfig.from_hf_dict(json.load(f))
+        found = LlamaConfig.from_hf_dict(json.load(f))
+    if base is None:
+        return found
+    fields = {f.name for f in dataclasses.fields(LlamaConfig)} & set(found.to_hf_dict())
+    return base.replace(**{name: getattr(found, name) for name in fields})
 
 
 def vit_artefact(path: str, *, config: str | None = None, dtype: str | None = None) -> Artefact:
@@ -166,9 +171,7 @@ def agent_artefact(checkpoint: str, llm: str | None = None, *, config: str | Non
         base = open_tensors(llm)
         expect(base, ("llama",), "a Llama model", llm)
     cfg = resolve_config(AgentConfig, config, "seed_x")
-    llm_cfg = _llama_config_from(llm)
-    if llm_cfg is not None:
-        llm_cfg = llm_cfg.replace(scan_layers=cfg.llm.scan_layers, remat=cfg.llm.remat)
+    llm_cfg = _llama_config_from(llm, cfg.llm)
     source, llm_cfg, merged = _with_lora(agent_source(agent, base), llm_cfg or cfg.llm, merge_lora, lora_alpha)
     cfg = with_param_dtype(cfg.replace(llm=llm_cfg), dtype)
     options = {"config": config, "dtype": dtype, "merge_lora": merge_lora, "lora_alpha": lora_alpha}

@@ -121,7 +121,8 @@ def run(args: argparse.Namespace, progress: Progress) -> str:
     else:
         artefact = detokenizer_artefact(args.source, args.sdxl, config=args.config, dtype=args.dtype)
     report = convert_artefact(args.out, artefact, options)
-    return f"wrote {args.out}\n{report.text()}" + (f"\n  merged LoRA: {len(artefact.merged)} keys" if artefact.merged else "")
+    merged = f"\n  merged LoRA: {len(artefact.merged)} keys" if artefact.merged else ""
+    return f"wrote {args.out}\n{report.text()}{merged}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

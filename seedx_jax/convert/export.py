@@ -33,7 +33,7 @@ from seedx_jax.nn.buffer import Buffer
 from seedx_jax.nn.stack import LOGICAL_AXES
 from seedx_jax.progress import Progress
 from seedx_jax.vision.params import vit_rules
-from seedx_jax.weights import Slot, export_plan, export_tensors
+from seedx_jax.weights import Slot, export_plan, export_tensors, path_str
 
 _SAFETENSORS_NAMES = {np.dtype(np.float64): "F64", np.dtype(np.float32): "F32", np.dtype(np.float16): "F16",
                       np.dtype(ml_dtypes.bfloat16): "BF16", np.dtype(np.int64): "I64", np.dtype(np.int32): "I32",
@@ -112,7 +112,7 @@ class _Exporter:
 
     def __post_init__(self):
         flat = list(nnx.to_flat_state(nnx.state(self.model, (nnx.Param, Buffer))))
-        self.values = {".".join(map(str, p)): v for p, v in flat}
+        self.values = {path_str(p): v for p, v in flat}
         self.shapes = {n: tuple(v.shape) for n, v in self.values.items()}
         self.stacked = {n for n, v in self.values.items()
                         if (v.get_metadata().get(LOGICAL_AXES) or (None,))[0] == "layers"}
@@ -124,6 +124,12 @@ class _Exporter:
         for key, value in export_tensors(plan, self._read):
             yield key, value.astype(self._dtype_of(key, value.dtype), copy=False)
 
+    def lora_tensors(self, prefix: str) -> Iterator[tuple[str, np.ndarray]]:
+        """The LoRA A/B variables under PEFT's adapter names (`base_model.model.` + HF module path)."""
+        plan = export_plan(self.shapes, self.stacked, self.table, skip=lambda name: not is_lora(name))
+        for key, value in export_tensors(plan, self._read):
+            yield "base_model.model." + key[len(prefix):], value.astype(self._dtype_of(key, value.dtype), copy=False)
+
     def _read(self, slot: Slot) -> np.ndarray:
         value = self.values[slot.name][...]
         return np.asarray(value if slot.row is None else value[slot.row])
@@ -133,13 +139,6 @@ class _Exporter:
         return jnp.dtype(name) if name else current
 
 
-def _lora_tensors(exporter: _Exporter, prefix: str) -> Iterator[tuple[str, np.ndarray]]:
-    """The LoRA A/B variables under PEFT's adapter names (`base_model.model.` + HF module path)."""
-    plan = export_plan(exporter.shapes, exporter.stacked, exporter.table, skip=lambda name: not is_lora(name))
-    for key, value in export_tensors(plan, exporter._read):
-        yield "base_model.model." + key[len(prefix):], value.astype(exporter._dtype_of(key, value.dtype), copy=False)
-
-
 def write_adapter(folder: str, exporter: _Exporter, lora, *, prefix: str = "") -> None:
     os.makedirs(folder, exist_ok=True)
     config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": lora.rank, "lora_alpha": lora.alpha,
@@ -147,7 +146,7 @@ def write_adapter(folder: str, exporter: _Exporter, lora, *, prefix: str = "") -
               "fan_in_fan_out": False, "inference_mode": True, "base_model_name_or_path": None}
     with open(os.path.join(folder, "adapter_config.json"), "w") as f:
         json.dump(config, f, indent=1)
-    write_safetensors(folder, "adapter_model", _lora_tensors(exporter, prefix))
+    write_safetensors(folder, "adapter_model", exporter.lora_tensors(prefix))
 
 
 def _hf_folder(folder: str, llm_config, tensors, max_shard_bytes: int) -> None:

@@ -5,10 +5,11 @@ Each tensor is read, transformed and placed straight onto its target sharding: a
 by row into a device buffer updated in place (a jitted, donated `dynamic_update_index_in_dim`), so
 the host holds one source tensor at a time and the devices one stacked variable beyond what is
 already written. Stacks under `HOST_STACK_BYTES` are gathered on the host and placed whole, which
-saves one compile per shape. Finished variables are appended to the checkpoint with Orbax partial saves whenever
-`flush_bytes` have accumulated, then dropped. Peak host memory on a CPU-only host (where device
-buffers are host memory) is therefore about twice the largest stacked variable - the stack being
-filled, and Orbax's host copy while it writes one - plus `flush_bytes`, not the checkpoint size.
+saves one compile per shape. Finished variables are appended to the checkpoint with Orbax partial
+saves whenever `flush_bytes` have accumulated, then dropped. Peak host memory on a CPU-only host
+(where device buffers are host memory) is therefore about twice the largest stacked variable - the
+stack being filled, and Orbax's host copy while it writes one - plus `flush_bytes`, not the
+checkpoint size.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from seedx_jax.nn.buffer import Buffer
 from seedx_jax.progress import Progress
 from seedx_jax.sharding import Rules, abstract_model
 from seedx_jax.sources import TensorSource
-from seedx_jax.weights import LoadReport, Rule, fill, plan_load
+from seedx_jax.weights import LoadReport, Rule, fill, path_str, plan_load
 
 
 def abstract_state(init: Callable[[], nnx.Module], mesh: Mesh | None, rules: Rules | None):
@@ -35,10 +36,6 @@ def abstract_state(init: Callable[[], nnx.Module], mesh: Mesh | None, rules: Rul
     graphdef, state = nnx.split(nnx.eval_shape(init))
     device = SingleDeviceSharding(jax.devices()[0])
     return graphdef, jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), state)
-
-
-def _path_str(path) -> str:
-    return ".".join(str(k) for k in path)
 
 
 @functools.partial(jax.jit, donate_argnums=0)
@@ -150,7 +147,7 @@ def _initial_values(init, graphdef, abstract, wanted: set[str]) -> dict[str, jax
     """The init values of only the `wanted` variables (LoRA kept at init, RNG state), computed by the
     model's own initialiser in one jit whose other outputs XLA drops."""
     def select(state):
-        flat = ((_path_str(p), v.get_value()) for p, v in nnx.to_flat_state(state))
+        flat = ((path_str(p), v.get_value()) for p, v in nnx.to_flat_state(state))
         return {n: v for n, v in flat if n in wanted}
 
     shardings = {n: v.sharding for n, v in select(abstract).items()}
@@ -166,8 +163,8 @@ def write_converted(path: str, init: Callable[[], nnx.Module], source: TensorSou
     progress = progress or Progress(quiet=True)
     graphdef, abstract = abstract_state(init, mesh, rules)
     flat = [(p, v) for p, v in nnx.to_flat_state(abstract)]
-    targets = {_path_str(p): (p, v.get_value()) for p, v in flat}
-    shapes = {_path_str(p): tuple(v.shape) for p, v in flat if isinstance(v, (nnx.Param, Buffer))}
+    targets = {path_str(p): (p, v.get_value()) for p, v in flat}
+    shapes = {path_str(p): tuple(v.shape) for p, v in flat if isinstance(v, (nnx.Param, Buffer))}
     plan = plan_load(source, shapes, table, strict=strict, allow_missing=allow_missing)
     writer = _PartialWriter(path, flush_bytes)
     sink = _DeviceSink(targets, writer)
