@@ -19,6 +19,7 @@ import json
 import os
 import re
 import struct
+import zipfile
 from typing import Iterable, Mapping, Protocol
 
 import ml_dtypes
@@ -142,19 +143,14 @@ class TorchFile:
         import torch
 
         self.path = path
+        # The zip format can be mapped; the legacy (pre-1.6) one is read whole.
+        self.mapped = zipfile.is_zipfile(path)
         try:
-            state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-            self.mapped = True
-        except RuntimeError as e:
-            if "zip" not in str(e):  # a truncated or foreign file
-                raise SourceError(f"{path}: cannot read the torch checkpoint, damaged or truncated? "
-                                  f"({str(e).splitlines()[0][:160]})") from None
-            # legacy (pre-zip) serialisation cannot be mapped: it is read whole
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            self.mapped = False
-        except Exception as e:  # pickle / zipfile errors of damaged files
-            raise SourceError(f"{path}: cannot read the torch checkpoint, damaged or truncated? ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
+            state = torch.load(path, map_location="cpu", mmap=self.mapped, weights_only=True)
+        except Exception as e:  # pickle / zip / IO errors of damaged or foreign files
+            first = str(e).splitlines()[0][:160] if str(e) else ""
+            raise SourceError(f"{path}: cannot read the torch checkpoint, damaged or truncated? "
+                              f"({type(e).__name__}: {first})") from None
         for wrapper in ("state_dict", "module"):
             if isinstance(state, dict) and set(state) == {wrapper}:
                 state = state[wrapper]

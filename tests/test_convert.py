@@ -259,6 +259,14 @@ def test_detokenizer_stage2_over_sdxl_folder(release, tmp_path):
     assert_round_trip(torch_state(release["vae"]), load_folder_state(tmp_path / "exported" / "vae"))
 
 
+def test_tokenizer_folder_converts(release, tmp_path):
+    folder = release["root"] / "cvlm_llama2_tokenizer_100img_and_224loc_addpatch"
+    assert run("tokenizer", folder, "--out", tmp_path / "tok") == 0
+    text = "<img><img_00003></img> a red car<box_start><loc-7>"
+    ours, want = SeedXTokenizer.from_dir(str(tmp_path / "tok")), SeedXTokenizer.from_dir(str(folder))
+    assert ours.encode(text) == want.encode(text) and ours.vocab_size == 650
+
+
 def test_whole_release_tree_in_one_call(release, tmp_path):
     out = tmp_path / "seedx"
     assert seedx_jax_command(["convert", "release", str(release["root"]), "--out", str(out), "--quiet",

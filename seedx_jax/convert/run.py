@@ -66,8 +66,8 @@ def write_artefact(path: str, artefact: Artefact, options: Options) -> LoadRepor
                                  progress=options.progress)
         files = hashes.result() if hashes else {os.path.abspath(f): {} for f in artefact.source.files()}
     source = {"files": files, "options": artefact.options, "dtypes": _source_dtypes(artefact.source, report),
-              "report": {"summary": report.summary(), "merged_lora": artefact.merged,
-                         **{k: getattr(report, k) for k in ("ignored", "overridden", "unmatched")}}}
+              "report": {"summary": report.summary(), "merged_lora_keys": len(artefact.merged),
+                         "ignored": report.ignored, "unmatched": report.unmatched}}
     write_manifest(path, artefact.kind, artefact.config, source=source)
     return report
 
