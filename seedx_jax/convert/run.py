@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 
+import jax
 from flax import nnx
 from jax.sharding import Mesh
 
@@ -54,8 +55,15 @@ def _source_dtypes(source, report: LoadReport) -> dict:
     return {"default": default, "exceptions": {k: d for k, d in dtypes.items() if d != default}}
 
 
+def _single_process() -> None:
+    if jax.process_count() > 1:  # the atomic renames and manifests are not coordinated across hosts
+        raise ArtefactError(f"conversion runs in one process ({jax.process_count()} here): convert on one host, "
+                            "then load_model(dir, mesh=...) on every host of the pod")
+
+
 def write_artefact(path: str, artefact: Artefact, options: Options) -> LoadReport:
     """Convert `artefact` into the model directory `path` (which must not exist yet)."""
+    _single_process()
     model_cls = KINDS[artefact.kind][1]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:  # hashing reads files while conversion waits on devices
@@ -95,6 +103,7 @@ def convert_release(root: str, out: str, *, configs: dict[str, str] | None = Non
     one pipeline directory per model (`seed_x/`, `seed_x_i/`, `seed_x_edit/`) that `SeedX.load` and
     the `seedx-jax` commands read. Returns the load report of every model."""
     options, configs = options or Options(), configs or {}
+    _single_process()
     release = find_release(root)
     if release.detokenizers and release.sdxl is None:
         raise ArtefactError(f"{root}: the de-tokenizer checkpoints need stable-diffusion-xl-base-1.0/ beside them")
