@@ -1,0 +1,1 @@
+"""Training: optimizer and schedule (SEEDX.md §11.1), the jitted train step."""

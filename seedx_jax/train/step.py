@@ -1,0 +1,81 @@
+"""One jitted optimizer step over the trainable part of an nnx model.
+
+The model is split once into (graphdef, trainable params, frozen rest) by a filter, so frozen
+parameters get no gradients and no optimizer state. A step takes `accumulation` micro-batches
+(a leading axis on every batch leaf), sums their gradients in a `lax.scan`, averages them (as
+accelerate's gradient accumulation does), and applies the optimizer - unless the loss or any
+gradient is not finite: then nothing changes and `nonfinite` counts the skip. The train state is
+donated, so parameters and optimizer state are updated in place.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+LossFn = Callable[[nnx.Module, Any, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+
+
+class TrainState(NamedTuple):
+    params: nnx.State  # the trainable variables
+    opt_state: optax.OptState
+    step: jax.Array  # optimizer steps taken (int32)
+    nonfinite: jax.Array  # steps skipped for a non-finite loss or gradient (int32)
+    rng: jax.Array  # key for dropout, split once per micro-batch
+
+
+def split_trainable(model: nnx.Module, trainable) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+    """(graphdef, trainable params, everything else) by an nnx filter (e.g. `lora.trainable_filter`)."""
+    return nnx.split(model, trainable, ...)
+
+
+def init_state(params: nnx.State, optimizer: optax.GradientTransformation, rng: jax.Array) -> TrainState:
+    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), rng)
+
+
+def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.GradientTransformation):
+    """`step(state, rest, batch) -> (state, metrics)`, jitted with `state` donated.
+
+    `loss_fn(model, micro_batch, rng) -> (loss, aux scalars)`; `batch` leaves are `[A, micro, ...]`.
+    Metrics: the mean loss and aux values over the A micro-batches, `grad_norm` (before clipping),
+    `finite` (1.0 when the update was applied).
+    """
+
+    def grads_of(params, rest, micro, rng):
+        def loss(p):
+            return loss_fn(nnx.merge(graphdef, p, rest), micro, rng)
+
+        (value, aux), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        return value, aux, grads
+
+    def step(state: TrainState, rest: nnx.State, batch) -> tuple[TrainState, dict[str, jax.Array]]:
+        num_micro = jax.tree.leaves(batch)[0].shape[0]
+        rng, *keys = jax.random.split(state.rng, num_micro + 1)
+
+        def accumulate(total, inputs):
+            micro, key = inputs
+            value, aux, grads = grads_of(state.params, rest, micro, key)
+            return jax.tree.map(jnp.add, total, (value, aux, grads)), None
+
+        shapes = jax.eval_shape(grads_of, state.params, rest, jax.tree.map(lambda x: x[0], batch), keys[0])
+        zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        (value, aux, grads), _ = jax.lax.scan(accumulate, zero, (batch, jnp.stack(keys)))
+        value, aux, grads = jax.tree.map(lambda x: x / num_micro, (value, aux, grads))
+        grad_norm = optax.tree.norm(grads)
+        finite = jnp.isfinite(value) & jnp.isfinite(grad_norm)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+
+        def keep(new, old):
+            return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+        new_state = TrainState(keep(params, state.params), keep(opt_state, state.opt_state),
+                               state.step + finite.astype(jnp.int32), state.nonfinite + (~finite).astype(jnp.int32),
+                               rng)
+        metrics = {"loss": value, **aux, "grad_norm": grad_norm, "finite": finite.astype(jnp.float32)}
+        return new_state, metrics
+
+    return jax.jit(step, donate_argnums=0)
