@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from flax import nnx
 
 from seedx_jax.llama import LlamaConfig
 from seedx_jax.lora import trainable_filter
@@ -41,9 +40,9 @@ def test_schedule_points():
     np.testing.assert_allclose(got, [0.0, 0.5, 1.0, 0.525, 0.05, 0.05], atol=1e-6)
 
 
-def batches(n):
+def batches(n, micro=MICRO):
     rng = np.random.default_rng(0)
-    ids = rng.integers(0, CFG.vocab_size, (n, A, MICRO, T))
+    ids = rng.integers(0, CFG.vocab_size, (n, A, micro, T))
     labels = ids.copy()
     labels[..., :4] = -100
     return ids, labels
@@ -126,3 +125,33 @@ def test_nonfinite_step_is_skipped_and_counted():
         np.testing.assert_array_equal(a, b)
     state, m = step(state, rest, (ids, labels, jnp.ones((A,))))
     assert m["finite"] == 1.0 and int(state.step) == 1 and int(state.nonfinite) == 1
+
+
+def test_eight_devices_follow_the_one_device_trajectory():
+    from seedx_jax.sharding import make_mesh
+    from seedx_jax.train.step import batch_shardings, state_shardings
+    ref = peft_model(CFG)
+    ids, labels = batches(3, micro=4)  # the batch axis spans data x fsdp = 4 devices
+    runs = []
+    for n, mesh_cfg in ((1, {}), (8, {"data": 2, "fsdp": 2, "tensor": 2})):
+        mesh = make_mesh(mesh_cfg, jax.devices()[:n])
+        ours = jax_from_torch(CFG, ref, strict=True)
+        graphdef, params, rest = split_trainable(ours, trainable_filter(CFG.lora))
+        tx = make_optimizer(OPT)
+        state = init_state(params, tx, jax.random.key(0))
+        state_sh, rest_sh = state_shardings(state, rest, tx, mesh)
+        batch_sh = batch_shardings((ids[0], labels[0]), mesh)
+        state, rest = jax.device_put(state, state_sh), jax.device_put(rest, rest_sh)
+        step = make_train_step(graphdef, jax_loss, tx, shardings=(state_sh, rest_sh), batch_sharding=batch_sh)
+        losses = []
+        with jax.set_mesh(mesh):
+            for s in range(3):
+                batch = jax.device_put((jnp.asarray(ids[s]), jnp.asarray(labels[s])), batch_sh)
+                state, m = step(state, rest, batch)
+                losses.append(float(m["loss"]))
+        kernel = state.params["layers"]["self_attn"]["q_proj"]["lora_a"][...]
+        assert len(kernel.sharding.device_set) == n
+        runs.append((losses, jax.tree.map(np.asarray, state.params)))
+    np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(runs[0][1]), jax.tree.leaves(runs[1][1])):
+        assert max_rel_diff(b, a) <= 1e-4

@@ -15,6 +15,10 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from seedx_jax import sharding
+from seedx_jax.sharding import Rules
 
 LossFn = Callable[[nnx.Module, Any, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 
@@ -36,12 +40,34 @@ def init_state(params: nnx.State, optimizer: optax.GradientTransformation, rng: 
     return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), rng)
 
 
-def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.GradientTransformation):
+def state_shardings(state: TrainState, rest: nnx.State, optimizer: optax.GradientTransformation, mesh: Mesh,
+                    rules: Rules | None = None) -> tuple[TrainState, nnx.State]:
+    """Explicit shardings from the rules table: parameters and their optimizer moments alike, counters
+    and the key replicated."""
+    params = sharding.state_shardings(state.params, mesh, rules)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    opt = optax.tree_map_params(optimizer, lambda _, s: s, state.opt_state, params,
+                                transform_non_params=lambda _: replicated)
+    return (TrainState(params, opt, replicated, replicated, replicated),
+            sharding.state_shardings(rest, mesh, rules))
+
+
+def batch_shardings(batch, mesh: Mesh, rules: Rules | None = None):
+    """`[A, micro, ...]` leaves: the micro-batch axis over the mesh axes of the `batch` logical axis."""
+    def one(x):
+        return NamedSharding(mesh, sharding.logical_to_spec((None, "batch") + (None,) * (x.ndim - 2), rules,
+                                                            mesh=mesh, shape=x.shape, name="batch"))
+    return jax.tree.map(one, batch)
+
+
+def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
+                    shardings: tuple[TrainState, nnx.State] | None = None, batch_sharding=None):
     """`step(state, rest, batch) -> (state, metrics)`, jitted with `state` donated.
 
     `loss_fn(model, micro_batch, rng) -> (loss, aux scalars)`; `batch` leaves are `[A, micro, ...]`.
     Metrics: the mean loss and aux values over the A micro-batches, `grad_norm` (before clipping),
-    `finite` (1.0 when the update was applied).
+    `finite` (1.0 when the update was applied). `shardings` (from `state_shardings`) and
+    `batch_sharding` (from `batch_shardings`) make the in/out shardings explicit.
     """
 
     def grads_of(params, rest, micro, rng):
@@ -78,4 +104,9 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.Gr
         metrics = {"loss": value, **aux, "grad_norm": grad_norm, "finite": finite.astype(jnp.float32)}
         return new_state, metrics
 
-    return jax.jit(step, donate_argnums=0)
+    if shardings is None:
+        return jax.jit(step, donate_argnums=0)
+    state_sh, rest_sh = shardings
+    replicated = state_sh.step
+    return jax.jit(step, donate_argnums=0, in_shardings=(state_sh, rest_sh, batch_sharding),
+                   out_shardings=(state_sh, replicated))
