@@ -1,0 +1,1 @@
+"""Training data: SEED-X sequence construction (SEEDX.md §11.4)."""
