@@ -53,8 +53,11 @@ def state_shardings(state: TrainState, rest: nnx.State, optimizer: optax.Gradien
 
 
 def batch_shardings(batch, mesh: Mesh, rules: Rules | None = None):
-    """`[A, micro, ...]` leaves: the micro-batch axis over the mesh axes of the `batch` logical axis."""
+    """`[A, micro, ...]` leaves: the micro-batch axis over the mesh axes of the `batch` logical axis
+    (`[A]` leaves, per-micro-batch scalars, are replicated)."""
     def one(x):
+        if x.ndim < 2:
+            return NamedSharding(mesh, PartitionSpec())
         return NamedSharding(mesh, sharding.logical_to_spec((None, "batch") + (None,) * (x.ndim - 2), rules,
                                                             mesh=mesh, shape=x.shape, name="batch"))
     return jax.tree.map(one, batch)
