@@ -66,6 +66,12 @@ def _spans(ids: np.ndarray, start: int, end: int) -> list[tuple[int, int]]:
     return list(zip(opens.tolist(), closes.tolist()))
 
 
+def _image_spans(tok: SeedXTokenizer, ids: np.ndarray) -> tuple[list, list]:
+    """(`<img>`...`</img>` spans, `<patch>`...`</patch>` spans) in order."""
+    return (_spans(ids, tok.token_id(IMG_START), tok.token_id(IMG_END)),
+            _spans(ids, tok.token_id(PATCH_START), tok.token_id(PATCH_END)))
+
+
 def _between(length: int, spans: list[tuple[int, int]]) -> np.ndarray:
     mask = np.zeros(length, bool)
     for a, b in spans:
@@ -98,8 +104,8 @@ def vqa_sequence(tok: SeedXTokenizer, turns: list[str], *, num_tiles: int | None
     ids, labels, mask = _assemble(tok, segments, max_length, truncate=True)
     cmp = np.zeros(max_length, bool)
     if num_tiles is not None:
-        img = _spans(ids, tok.token_id(IMG_START), tok.token_id(IMG_END))[:1]
-        cmp = _between(max_length, img + _spans(ids, tok.token_id(PATCH_START), tok.token_id(PATCH_END)))
+        images, patches = _image_spans(tok, ids)
+        cmp = _between(max_length, images[:1] + patches)
     n_images = 0 if num_tiles is None else num_tiles + 1
     return Sequence(ids, labels, mask, cmp, np.zeros(max_length, bool), np.ones(n_images, bool),
                     np.zeros(n_images, bool))
@@ -127,9 +133,8 @@ def t2i_sequence(tok: SeedXTokenizer, caption: str, *, prompt_index: int, max_le
     if len(image_ids) + 2 > max_length:
         raise SequenceError(f"the image alone needs {len(image_ids) + 2} tokens > max_length {max_length}")
     ids, lab, mask = _assemble(tok, [(image_ids, False), (tok.encode(caption), True)], max_length, truncate=True)
-    spans = _spans(ids, tok.token_id(IMG_START), tok.token_id(IMG_END)) + _spans(
-        ids, tok.token_id(PATCH_START), tok.token_id(PATCH_END))
-    return Sequence(ids, lab, mask, _between(max_length, spans), np.zeros(max_length, bool), np.ones(2, bool),
+    images, patches = _image_spans(tok, ids)
+    return Sequence(ids, lab, mask, _between(max_length, images + patches), np.zeros(max_length, bool), np.ones(2, bool),
                     np.zeros(2, bool))
 
 
@@ -145,9 +150,8 @@ def edit_sequence(tok: SeedXTokenizer, instruction: str, *, response: str, max_l
     if length >= max_length:  # as SEED-X: dropped, not truncated
         raise SequenceError(f"{length} tokens >= max_length {max_length}")
     ids, labels, mask = _assemble(tok, segments, max_length, truncate=False)
-    openers = sorted(_spans(ids, tok.token_id(IMG_START), tok.token_id(IMG_END))
-                     + _spans(ids, tok.token_id(PATCH_START), tok.token_id(PATCH_END)))
-    *comprehension, generation = openers
+    images, patches = _image_spans(tok, ids)
+    *comprehension, generation = sorted(images + patches)
     labels[generation[0] + 1:generation[1] + 1] = IGNORE_INDEX
     return Sequence(ids, labels, mask, _between(max_length, comprehension), _between(max_length, [generation]),
                     np.array([True, True, False, False]), np.array([False, False, False, True]))
