@@ -25,7 +25,8 @@ CONVERT = [
     "peft>=0.17",
     "accelerate>=1.0",
 ]
-DATA = ["grain>=0.2.18", "array_record>=0.8"]
+# training: input pipelines, TensorBoard events, the absl command line of `python -m seedx_jax.train`
+DATA = ["grain>=0.2.18", "array_record>=0.8", "tensorboardX>=2.6", "absl-py>=1.0"]
 
 setup(
     name="seedx_jax",
@@ -38,6 +39,7 @@ setup(
     extras_require={
         "convert": CONVERT,
         "data": DATA,
+        "train": DATA,
         "test": CONVERT + DATA + ["pytest>=8"],
     },
 )

@@ -45,6 +45,30 @@ class ConfigBase:
             fields[name] = _tuples(value)
         return cls.preset(preset, **fields) if preset else cls(**fields)
 
+    @classmethod
+    def from_overrides(cls, d: Mapping[str, Any]):
+        """`preset` (or the defaults) with the fields of `d` replaced; nested mappings override the
+        preset's nested config field by field (`from_dict` builds nested configs from scratch)."""
+        d = dict(d)
+        preset = d.pop("preset", None)
+        return (cls.preset(preset) if preset else cls()).override(d)
+
+    def override(self, d: Mapping[str, Any]):
+        hints = typing.get_type_hints(type(self))
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no fields {unknown}")
+        fields = {}
+        for name, value in d.items():
+            nested, current = _dataclass_in(hints[name]), getattr(self, name)
+            if nested is not None and isinstance(value, Mapping):
+                if current is not None and hasattr(current, "override"):
+                    value = current.override(value)
+                else:
+                    value = nested.from_dict(value) if hasattr(nested, "from_dict") else nested(**_tuples(value))
+            fields[name] = _tuples(value)
+        return dataclasses.replace(self, **fields)
+
     def check_divisible(self, field: str, by: str) -> None:
         value, divisor = getattr(self, field), getattr(self, by)
         if value % divisor:

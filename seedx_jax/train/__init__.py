@@ -1,1 +1,2 @@
-"""Training: optimizer and schedule (SEEDX.md §11.1), the jitted train step."""
+"""Training (SEEDX.md §9, §11): stages, the jitted step, Grain data, Orbax checkpoints; run with
+`python -m seedx_jax.train --config configs/<stage>.py --workdir DIR`."""

@@ -1,0 +1,164 @@
+"""From a training ConfigDict to the pieces of a run: checked settings, the mesh, the model to train
+(initialised straight into its shardings, then loaded from converted checkpoints), and the data mixture.
+
+Every check here runs before anything is compiled, and fails with one line naming the setting.
+"""
+from __future__ import annotations
+
+import glob
+import os
+
+import jax
+import ml_collections
+from flax import nnx
+
+from seedx_jax import sharding
+from seedx_jax.agent.config import AgentConfig
+from seedx_jax.agent.model import SeedXAgent
+from seedx_jax.agent.tokenizer import SeedXTokenizer
+from seedx_jax.checkpoint import load_model
+from seedx_jax.data.examples import ExampleBuilder, ExampleSpec
+from seedx_jax.data.formats import open_source
+from seedx_jax.data.pipeline import ExampleStream, Mixture, SourceSpec
+from seedx_jax.data.sequences import PromptLists
+from seedx_jax.detokenizer.model import Detokenizer, DetokenizerConfig
+from seedx_jax.lora import LoraConfig
+from seedx_jax.train.stages import DETOK_STAGES, STAGE_TASKS, STAGES, DetokTrainee, MLLMTrainee
+from seedx_jax.vision.vit import QwenViT, VisionConfig
+
+
+class TrainConfigError(ValueError):
+    """A training setting that cannot work; the message names it."""
+
+
+def _dict(node) -> dict:
+    return node.to_dict() if isinstance(node, ml_collections.ConfigDict) else dict(node)
+
+
+def check_config(config) -> None:
+    if config.stage not in STAGES:
+        raise TrainConfigError(f"config.stage={config.stage!r} is not one of {STAGES}")
+    if not config.data.sources:
+        raise TrainConfigError("config.data.sources is empty")
+    for name, src in config.data.sources.items():
+        if src.task not in STAGE_TASKS[config.stage]:
+            raise TrainConfigError(f"config.data.sources.{name}.task={src.task!r}: stage {config.stage} trains on "
+                                   f"{STAGE_TASKS[config.stage]}")
+        if src.micro_batch <= 0:
+            raise TrainConfigError(f"config.data.sources.{name}.micro_batch={src.micro_batch} must be positive")
+    if config.train.steps <= 0 or config.train.accumulation <= 0:
+        raise TrainConfigError(f"config.train.steps={config.train.steps} and accumulation="
+                               f"{config.train.accumulation} must be positive")
+
+
+def make_train_mesh(mesh_config):
+    """The (data, fsdp, tensor) mesh over all devices, or the first `num_devices` (single process only)."""
+    sizes = {k: v for k, v in dict(mesh_config).items() if k != "num_devices"}
+    n = mesh_config.get("num_devices", 0)
+    devices = jax.devices()
+    if n:
+        if jax.process_count() > 1 and n != len(devices):
+            raise TrainConfigError(f"config.mesh.num_devices={n}: a multi-process run uses all {len(devices)} devices")
+        if n > len(devices):
+            raise TrainConfigError(f"config.mesh.num_devices={n} but only {len(devices)} devices exist")
+        devices = devices[:n]
+    try:
+        return sharding.make_mesh(sizes, devices)
+    except ValueError as err:
+        raise TrainConfigError(f"config.mesh: {err}") from None
+
+
+def check_batches(config, mesh, rules) -> None:
+    """Every source's global micro-batch must split evenly over the mesh's batch axes and the processes."""
+    for name, src in config.data.sources.items():
+        field = f"config.data.sources.{name}.micro_batch"
+        try:
+            sharding.check_batch_divisible(src.micro_batch, mesh, rules, field=field)
+        except ValueError as err:
+            raise TrainConfigError(str(err)) from None
+        if src.micro_batch % jax.process_count():
+            raise TrainConfigError(f"{field}={src.micro_batch} is not divisible by the {jax.process_count()} processes")
+
+
+def model_configs(config) -> dict:
+    """{"vit": VisionConfig, and "agent": AgentConfig or "detokenizer": DetokenizerConfig} with overrides."""
+    m = config.model
+    cfgs = {"vit": VisionConfig.from_overrides(_dict(m.vit))}
+    if config.stage in DETOK_STAGES:
+        cfgs["detokenizer"] = DetokenizerConfig.from_overrides(_dict(m.detokenizer))
+        if config.stage == "detok_stage2" and not cfgs["detokenizer"].edits:
+            raise TrainConfigError("detok_stage2 needs a de-tokenizer with unet.in_channels = 2 x latent channels "
+                                   "(preset stage2 or tiny_edit)")
+    else:
+        agent = AgentConfig.from_overrides(_dict(m.agent))
+        lora = LoraConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in _dict(m.lora).items()})
+        cfgs["agent"] = agent.replace(llm=agent.llm.replace(lora=lora))
+        if agent.feature_dim != cfgs["vit"].output_dim:
+            raise TrainConfigError(f"the agent's ViT feature size {agent.feature_dim} != config.model.vit output_dim "
+                                   f"{cfgs['vit'].output_dim}")
+    return cfgs
+
+
+def build_trainee(config, mesh, rules) -> nnx.Module:
+    """The ViT + agent or de-tokenizer, created sharded, then each part with a `config.init.<part>`
+    directory (a converted checkpoint) is loaded over it (parameters the checkpoint lacks, e.g. fresh
+    LoRA, keep their initial values)."""
+    cfgs = model_configs(config)
+    seed = config.seed
+
+    def init():
+        rngs = nnx.Rngs(seed)
+        vit = QwenViT(cfgs["vit"], rngs=rngs)
+        if "agent" in cfgs:
+            return MLLMTrainee(vit, SeedXAgent(cfgs["agent"], rngs=rngs))
+        return DetokTrainee(vit, Detokenizer(cfgs["detokenizer"], rngs=rngs))
+
+    model = sharding.create_sharded(init, mesh, rules)
+    for part, path in config.init.items():
+        if not path:
+            continue
+        if not hasattr(model, part):
+            raise TrainConfigError(f"config.init.{part}: stage {config.stage} has no {part}")
+        loaded = load_model(path, "llama" if part == "llm" else part, mesh=mesh, rules=rules)
+        nnx.update(getattr(model, part), nnx.state(loaded))
+    return model
+
+
+def _paths(name: str, pattern: str) -> list[str]:
+    paths = sorted(p for part in pattern.split(",") if part.strip() for p in glob.glob(os.path.expanduser(part.strip())))
+    if not paths:
+        raise TrainConfigError(f"config.data.sources.{name}.paths={pattern!r} matches no files")
+    return paths
+
+
+def build_data(config, tokenizer: SeedXTokenizer | None, view_size: int) -> Mixture:
+    """One ExampleStream per source (this process's shard of the global order) and their mixture."""
+    data = config.data
+    streams, specs = [], []
+    prompts = PromptLists(**{k: tuple(tuple(x) if isinstance(x, list) else x for x in v)
+                             for k, v in _dict(data.prompts).items()}) if data.get("prompts") else PromptLists()
+    for name, src in data.sources.items():
+        spec = ExampleSpec(task=src.task, max_length=src.max_length, view_size=view_size, max_views=src.max_views,
+                           grids=tuple(src.grids), resolution=src.resolution, min_resolution=src.min_resolution,
+                           min_aspect_ratio=src.min_aspect_ratio, similarity_threshold=src.similarity_threshold,
+                           prompts=prompts)
+        try:
+            reader = open_source(src.format, _paths(name, src.paths), src.image_dir)
+        except (FileNotFoundError, ValueError) as err:
+            raise TrainConfigError(f"config.data.sources.{name}: {err}") from None
+        streams.append(ExampleStream(name, reader, ExampleBuilder(spec, tokenizer), seed=data.seed,
+                                     per_process=src.micro_batch // jax.process_count(),
+                                     process_index=jax.process_index(), process_count=jax.process_count(),
+                                     workers=data.workers))
+        specs.append(SourceSpec(name, src.weight, src.micro_batch))
+    return Mixture(streams, specs, seed=data.seed, accumulation=config.train.accumulation,
+                   process_count=jax.process_count())
+
+
+def load_tokenizer(config) -> SeedXTokenizer | None:
+    if config.stage in DETOK_STAGES:
+        return None
+    if not config.tokenizer or not os.path.isdir(config.tokenizer):
+        raise TrainConfigError(f"config.tokenizer={config.tokenizer!r} is not a tokenizer directory "
+                               "(seedx-jax convert tokenizer writes one)")
+    return SeedXTokenizer.from_dir(config.tokenizer)

@@ -1,0 +1,202 @@
+"""`train(config, workdir)`: the whole run - checks, model and data, resume, the jitted step per data
+source, metrics, checkpoints, de-tokenizer samples, and a clean stop on SIGTERM (TPU preemption).
+
+Resume: the newest complete checkpoint in `<workdir>/checkpoints` gives the train state (parameters,
+Adam moments, step counters, key), every data stream's Grain position, and the loop step. Everything
+the step draws (dropout, noise, timesteps) comes from the key in the state and the data order from
+the seed, so a resumed run continues exactly as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import signal
+import threading
+import time
+
+import jax
+import numpy as np
+from flax import nnx
+
+from seedx_jax import sharding
+from seedx_jax.train.build import (TrainConfigError, build_data, build_trainee, check_batches, check_config,
+                                   load_tokenizer, make_train_mesh, model_configs)
+from seedx_jax.train.checkpoints import TrainCheckpoints
+from seedx_jax.train.metrics import MetricsLog, StepTimer, compiled_flops, peak_flops
+from seedx_jax.train.optim import OptimConfig, lr_factor, make_optimizer
+from seedx_jax.train.samples import write_samples
+from seedx_jax.train.stages import DETOK_STAGES, DetokLossConfig, detok_loss_fn, mllm_loss, trainable
+from seedx_jax.train.step import batch_shardings, init_state, make_train_step, split_trainable, state_shardings
+
+log = logging.getLogger("seedx_jax.train")
+
+
+@dataclasses.dataclass
+class RunResult:
+    status: str  # "done" | "preempted"
+    step: int  # loop steps completed (checkpoint step)
+    state: object  # TrainState
+    rest: object  # the frozen variables
+    graphdef: object
+    history: list[dict]  # the logged scalars, one dict per logged step
+
+
+class _StopSignal:
+    """SIGTERM -> stop after the current step (all processes agree before acting)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def agreed(self) -> bool:
+        if jax.process_count() == 1:
+            return self.requested
+        from jax.experimental import multihost_utils
+        return bool(multihost_utils.process_allgather(np.int32(self.requested)).max())
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _global_batch(local: dict[str, np.ndarray], mesh, rules):
+    """Per-process rows `[A, micro / P, ...]` -> global arrays `[A, micro, ...]` sharded on the batch axes."""
+    p = jax.process_count()
+    shapes = {k: jax.ShapeDtypeStruct((v.shape[0], v.shape[1] * p, *v.shape[2:]), v.dtype) for k, v in local.items()}
+    shardings = batch_shardings(shapes, mesh, rules)
+    return {k: jax.make_array_from_process_local_data(shardings[k], v, shapes[k].shape) for k, v in local.items()}, \
+        shardings
+
+
+def _counts(local: dict[str, np.ndarray]) -> tuple[float, float]:
+    """(real tokens, images) in this process's part of a step's batch."""
+    tokens = float(local.pop("attention_mask").sum()) if "attention_mask" in local else 0.0
+    if "cmp_valid" in local:
+        images = float(local["cmp_valid"].sum() + local["gen_valid"].sum())
+    else:
+        images = float(local["target"].shape[0] * local["target"].shape[1])
+    return tokens, images
+
+
+def train(config, workdir: str, *, log_stream=None) -> RunResult:
+    check_config(config)
+    mesh = make_train_mesh(config.mesh)
+    rules = sharding.rules_with_overrides(dict(config.sharding_rules))
+    check_batches(config, mesh, rules)
+    tokenizer = load_tokenizer(config)
+    view_size = model_configs(config)["vit"].image_size
+    mixture = build_data(config, tokenizer, view_size)
+    optim_cfg = OptimConfig(**config.optim)
+    main = jax.process_index() == 0
+    metrics_log = MetricsLog(workdir, config.train.steps, stream=log_stream, enabled=main)
+
+    with jax.set_mesh(mesh), sharding.use_rules(rules):
+        model = build_trainee(config, mesh, rules)
+        lora = model_configs(config).get("agent")
+        graphdef, params, rest = split_trainable(model, trainable(config.stage, lora and lora.llm.lora))
+        del model
+        tx = make_optimizer(optim_cfg)
+        if config.stage in DETOK_STAGES:
+            loss_fn = detok_loss_fn(DetokLossConfig(cond_drop=config.detok_loss.cond_drop,
+                                                    image_drop=config.detok_loss.image_drop))
+        else:
+            loss_fn = mllm_loss
+        key = jax.random.PRNGKey(config.seed + 1)
+        abstract = jax.eval_shape(lambda p: init_state(p, tx, key), params)
+        state_sh, rest_sh = state_shardings(abstract, rest, tx, mesh, rules)
+        state = jax.jit(lambda p: init_state(p, tx, key), out_shardings=state_sh)(params)
+        del params
+
+        checkpoints = TrainCheckpoints(workdir, keep=config.train.keep, keep_every=config.train.keep_every,
+                                       async_save=config.train.async_checkpoints)
+        start = checkpoints.latest_step() or 0
+        if start:
+            target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sh)
+            state, record = checkpoints.restore(start, target, mixture)
+            if record.get("stage") != config.stage:
+                raise TrainConfigError(f"{workdir} holds a {record.get('stage')} run; config.stage is {config.stage}")
+            if main:
+                log.warning("resumed from step %d of %s", start, checkpoints.directory)
+
+        compiled: dict[str, tuple] = {}
+        history: list[dict] = []
+        factor = lr_factor(optim_cfg)
+        peak = peak_flops(jax.devices()[0], config.train.peak_tflops)
+        timer, window, window_tokens, window_images = StepTimer(), 0, 0.0, 0.0
+        sample_batch = None
+        status, step = "done", start
+
+        def record_for(done: int) -> dict:
+            return {"stage": config.stage, "step": done, "optimizer_steps": int(state.step),
+                    "nonfinite_steps": int(state.nonfinite),
+                    "sources": {n: dataclasses.asdict(s) for n, s in mixture.stats().items()}}
+
+        with _StopSignal() as stop:
+            for step in range(start, config.train.steps):
+                name, local = mixture.batch_for(step)
+                tokens, images = _counts(local)
+                batch, batch_sh = _global_batch(local, mesh, rules)
+                if sample_batch is None and config.stage in DETOK_STAGES:
+                    sample_batch = {k: v[0, :config.train.sample_count] for k, v in local.items()}
+                if name not in compiled:
+                    fn = make_train_step(graphdef, loss_fn, tx, shardings=(state_sh, rest_sh), batch_sharding=batch_sh)
+                    t0 = time.perf_counter()
+                    exe = fn.lower(state, rest, batch).compile()
+                    if main:
+                        log.warning("compiled the %s step for source %s in %.1f s", config.stage, name,
+                                    time.perf_counter() - t0)
+                    compiled[name] = (exe, compiled_flops(exe))
+                    timer.lap()
+                exe, flops = compiled[name]
+                state, metrics = exe(state, rest, batch)
+                done = step + 1
+                window += 1
+                window_tokens += tokens * jax.process_count()
+                window_images += images * jax.process_count()
+                if done % config.train.log_every == 0 or done == config.train.steps:
+                    values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    elapsed = timer.lap() / window
+                    scalars = {f"loss/{k}" if "loss" in k else f"train/{k}": v for k, v in values.items()}
+                    scalars.update({
+                        "train/lr": optim_cfg.learning_rate * float(factor(int(state.step) - values["finite"])),
+                        "train/nonfinite_steps": float(state.nonfinite),
+                        "train/skipped_samples": float(sum(s.skipped for s in mixture.stats().values())),
+                        "perf/step_time_s": elapsed, "perf/tokens_per_s": window_tokens / window / elapsed,
+                        "perf/images_per_s": window_images / window / elapsed,
+                        "perf/mfu": flops / (elapsed * peak) if flops and peak else math.nan})
+                    metrics_log.log(done, scalars)
+                    history.append({"step": done, **scalars})
+                    window, window_tokens, window_images = 0, 0.0, 0.0
+                    if int(state.nonfinite) > config.train.max_nonfinite:
+                        checkpoints.save(done, state, mixture, record_for(done))
+                        checkpoints.wait()
+                        raise FloatingPointError(f"{int(state.nonfinite)} steps had a non-finite loss or gradient "
+                                                 f"(> config.train.max_nonfinite={config.train.max_nonfinite}); "
+                                                 f"stopped at step {done}, checkpoint saved")
+                if sample_batch is not None and config.train.sample_every and done % config.train.sample_every == 0:
+                    path = os.path.join(workdir, "samples", f"step_{done:07d}.png")
+                    write_samples(path, nnx.merge(graphdef, state.params, rest), sample_batch,
+                                  num_steps=config.train.sample_steps, seed=config.seed)
+                preempted = stop.agreed()
+                if done % config.train.checkpoint_every == 0 or done == config.train.steps or preempted:
+                    checkpoints.save(done, state, mixture, record_for(done))
+                if preempted:
+                    status, step = "preempted", done
+                    if main:
+                        log.warning("SIGTERM: saved step %d, stopping", done)
+                    break
+                step = done
+        checkpoints.wait()
+        checkpoints.close()
+    metrics_log.close()
+    return RunResult(status, step, state, rest, graphdef, history)

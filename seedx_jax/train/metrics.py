@@ -1,0 +1,99 @@
+"""Training observability: TensorBoard scalars and `metrics.jsonl` (process 0), a console progress
+line with the same figures, and an MFU estimate from the compiled step's FLOP count.
+
+MFU = (XLA's FLOP count of one step per device) / (step time x peak FLOP/s of the device). The peak is
+looked up by device kind (dense bf16 figures) or given as `train.peak_tflops`; on a device with no
+known peak (CPU) MFU is not reported.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+import jax
+
+# dense bf16 TFLOP/s per chip / GPU, by `device_kind` prefix (longest match wins)
+PEAK_TFLOPS = {"TPU v4": 275.0, "TPU v5 lite": 197.0, "TPU v5e": 197.0, "TPU v5p": 459.0, "TPU v5": 459.0,
+               "TPU v6 lite": 918.0, "TPU v6e": 918.0, "NVIDIA H100": 989.0, "NVIDIA H200": 989.0,
+               "NVIDIA A100": 312.0}
+
+
+def peak_flops(device: jax.Device, override_tflops: float = 0.0) -> float | None:
+    if override_tflops:
+        return override_tflops * 1e12
+    kind = getattr(device, "device_kind", "")
+    matches = [k for k in PEAK_TFLOPS if kind.startswith(k)]
+    return PEAK_TFLOPS[max(matches, key=len)] * 1e12 if matches else None
+
+
+def compiled_flops(compiled) -> float | None:
+    """FLOPs of one call of an AOT-compiled step on one device (None when XLA does not say)."""
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # some backends do not implement it
+        return None
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = (cost or {}).get("flops")
+    return float(flops) if flops and flops > 0 else None
+
+
+class MetricsLog:
+    """`log(step, scalars)` writes TensorBoard events under `<workdir>/tensorboard`, a line of
+    `<workdir>/metrics.jsonl` and one console line."""
+
+    def __init__(self, workdir: str, total_steps: int, *, stream=None, enabled: bool = True):
+        self.total, self.stream = total_steps, stream or sys.stderr
+        self.enabled = enabled
+        self._writer = self._jsonl = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+
+            os.makedirs(workdir, exist_ok=True)
+            self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
+            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+
+    def log(self, step: int, scalars: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        for name, value in scalars.items():
+            if value is not None and math.isfinite(value):
+                self._writer.add_scalar(name, value, step)
+        self._jsonl.write(json.dumps({"step": step, **{k: v for k, v in scalars.items() if math.isfinite(v)}}) + "\n")
+        self._jsonl.flush()
+        self.stream.write(self.line(step, scalars) + "\n")
+        self.stream.flush()
+
+    def line(self, step: int, s: dict[str, float]) -> str:
+        width = 20
+        done = int(width * step / self.total)
+        parts = [f"[{'=' * done}{' ' * (width - done)}] step {step}/{self.total}"]
+        for name in sorted(k for k in s if k.startswith("loss")):
+            parts.append(f"{name.split('/')[-1]} {s[name]:.4f}")
+        fmt = {"train/lr": ("lr", "{:.2e}"), "train/grad_norm": ("gnorm", "{:.3f}"),
+               "perf/tokens_per_s": ("tok/s", "{:.0f}"), "perf/images_per_s": ("img/s", "{:.1f}"),
+               "perf/step_time_s": ("step", "{:.3f}s"), "perf/mfu": ("mfu", "{:.1%}"),
+               "train/skipped_samples": ("skipped", "{:.0f}"), "train/nonfinite_steps": ("nonfinite", "{:.0f}")}
+        for key, (label, f) in fmt.items():
+            if s.get(key) is not None and math.isfinite(s[key]):
+                parts.append(f"{label} {f.format(s[key])}")
+        return "  ".join(parts)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._jsonl.close()
+
+
+class StepTimer:
+    """Wall time per step, measured between consecutive host syncs of the step's metrics."""
+
+    def __init__(self):
+        self._last = time.perf_counter()
+
+    def lap(self) -> float:
+        now = time.perf_counter()
+        elapsed, self._last = now - self._last, now
+        return elapsed

@@ -1,0 +1,126 @@
+"""The training entry point on the tiny configs (issue 7): a stage overfits its fixtures with only its
+trainable parameters changing, a run interrupted and resumed ends bit-identical to an uninterrupted
+one (data order included), metrics reach TensorBoard, and bad configs fail before any compile.
+
+The other stages, SIGTERM and the device/process-count runs are in test_train_slow.py (slow,
+multiprocess); they share `run_stage` and `changed_leaves` from here.
+"""
+import json
+import os
+import struct
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+import train_fixtures as F
+from seedx_jax import sharding
+from seedx_jax.train.build import TrainConfigError, build_trainee, make_train_mesh, model_configs
+from seedx_jax.train.loop import train
+from seedx_jax.train.stages import trainable
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return F.write_all(str(tmp_path_factory.mktemp("train_data")))
+
+
+def run_stage(stage, data, workdir, *, steps, lr, devices=1, configure=None, **train_overrides):
+    config = F.tiny_config(stage, data, steps=steps, devices=devices, log_every=1, checkpoint_every=1000,
+                           sample_every=0, accumulation=1)
+    config.train.update(train_overrides)
+    config.optim.learning_rate = lr
+    if configure:
+        configure(config)
+    return config, train(config, str(workdir), log_stream=open(os.devnull, "w"))
+
+
+def initial_state(config) -> nnx.State:
+    mesh = make_train_mesh(config.mesh)
+    with jax.set_mesh(mesh):
+        return nnx.state(build_trainee(config, mesh, sharding.rules_with_overrides({})))
+
+
+def changed_leaves(config, result) -> tuple[set, set]:
+    """(paths of the parameters that differ from the initial model, paths the stage's filter trains)."""
+    before = initial_state(config)
+    after = nnx.state(nnx.merge(result.graphdef, result.state.params, result.rest))
+    lora = model_configs(config).get("agent")
+    wanted = trainable(config.stage, lora and lora.llm.lora)
+    changed, trained = set(), set()
+    for (path, old), (_, new) in zip(nnx.to_flat_state(before), nnx.to_flat_state(after)):
+        if not np.array_equal(np.asarray(old[...]), np.asarray(new[...])):
+            changed.add(path)
+        if wanted(path, new):
+            trained.add(path)
+    return changed, trained
+
+
+def test_sft_overfits_and_a_resumed_run_is_bit_identical(data, tmp_path):
+    steps, cut = 24, 10
+    config, full = run_stage("sft_comp_gen", data, tmp_path / "full", steps=steps, lr=1e-2)
+    losses = [h["loss/loss"] for h in full.history]
+    assert losses[0] / np.mean(losses[-3:]) > 4.0, losses  # overfits its 8 samples
+    assert full.history[-1]["loss/rec_loss"] >= 0 and full.status == "done"
+    changed, trained = changed_leaves(config, full)
+    assert changed == trained and len(trained) > 20  # only the stage's parameters moved, all of them
+
+    _, first = run_stage("sft_comp_gen", data, tmp_path / "cut", steps=cut, lr=1e-2)
+    _, resumed = run_stage("sft_comp_gen", data, tmp_path / "cut", steps=steps, lr=1e-2)
+    assert first.step == cut and resumed.history[0]["step"] == cut + 1  # it resumed, not restarted
+    assert [h["loss/loss"] for h in first.history + resumed.history] == losses  # same data, same order
+    for a, b in zip(jax.tree.leaves(full.state), jax.tree.leaves(resumed.state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    record = json.loads((tmp_path / "cut" / "checkpoints" / str(steps) / "record" / "metadata").read_text())
+    assert record["step"] == steps and record["optimizer_steps"] == steps
+    assert sum(s["examples"] for s in record["sources"].values()) == 2 * steps
+
+
+def _events(path: str) -> dict[str, list[tuple[int, float]]]:
+    """TFRecord framing, parsed here; the Event protos with tensorboardX's generated classes."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars = {}
+    with open(path, "rb") as f:
+        while header := f.read(12):
+            (length,) = struct.unpack("<Q", header[:8])
+            event = Event.FromString(f.read(length))
+            f.read(4)
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+def test_metrics_reach_tensorboard_and_jsonl(data, tmp_path):
+    _, result = run_stage("sft_edit", data, tmp_path, steps=3, lr=1e-3)
+    (events,) = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    scalars = _events(str(events))
+    for tag in ("loss/loss", "loss/lm_loss", "loss/rec_loss", "train/lr", "train/grad_norm",
+                "perf/tokens_per_s", "perf/images_per_s", "perf/step_time_s"):
+        assert [s for s, _ in scalars[tag]] == [1, 2, 3], tag
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose([v for _, v in scalars["loss/loss"]], [x["loss/loss"] for x in lines], rtol=1e-6)
+    assert [v for _, v in scalars["train/lr"]] == pytest.approx([0.0, 5e-4, 1e-3])  # 2 warmup steps
+    assert all(x["perf/images_per_s"] > 0 and x["perf/tokens_per_s"] > 0 for x in lines)
+
+
+def test_bad_configs_fail_before_compiling(data, tmp_path):
+    config = F.tiny_config("sft_edit", data, steps=2, devices=8)
+    config.mesh.update(data=2, fsdp=4)
+    config.data.sources.edit.micro_batch = 6
+    with pytest.raises(TrainConfigError, match=r"micro_batch=6 is not divisible by the batch mesh axes .*product 8"):
+        train(config, str(tmp_path / "a"))
+    config = F.tiny_config("sft_edit", data, steps=2)
+    config.data.sources.edit.task = "t2i"
+    with pytest.raises(TrainConfigError, match=r"edit\.task='t2i': stage sft_edit trains on \('edit',\)"):
+        train(config, str(tmp_path / "b"))
+    config = F.tiny_config("sft_edit", data, steps=2)
+    config.data.sources.edit.paths = str(tmp_path / "nothing*.jsonl")
+    with pytest.raises(TrainConfigError, match=r"edit\.paths=.*matches no files"):
+        train(config, str(tmp_path / "c"))
+    config = F.tiny_config("sft_edit", data, steps=2)
+    config.tokenizer = str(tmp_path / "none")
+    with pytest.raises(TrainConfigError, match="is not a tokenizer directory"):
+        train(config, str(tmp_path / "d"))
+    assert not (tmp_path / "a" / "checkpoints").exists()
