@@ -43,6 +43,7 @@ bench: venv
 	$(PY) bench/bench_unet.py
 	$(PY) bench/bench_agent_decode.py
 	$(PY) bench/bench_convert.py
+	$(PY) bench/bench_train_sft.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -27,16 +27,14 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench_agent_config import add_agent_args, agent_config  # noqa: E402
 from bench_llama import timed  # noqa: E402
 from seedx_fixtures import TorchAgent  # noqa: E402
 from torch_llama import state_numpy  # noqa: E402
 
-from seedx_jax.agent.config import AgentConfig  # noqa: E402
 from seedx_jax.agent.generate import ImageTokenForcing, generate_agent  # noqa: E402
 from seedx_jax.agent.model import SeedXAgent  # noqa: E402
 from seedx_jax.agent.params import load_agent  # noqa: E402
-from seedx_jax.llama.config import LlamaConfig  # noqa: E402
-from seedx_jax.vision.resampler import ResamplerConfig  # noqa: E402
 
 EOS = 2
 
@@ -60,12 +58,7 @@ class TorchImageForcing(LogitsProcessor):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--hidden", type=int, default=512)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--mlp", type=int, default=1408)
-    p.add_argument("--base-vocab", type=int, default=8192, help="SentencePiece vocabulary before the 330 tokens")
-    p.add_argument("--feature-dim", type=int, default=256, help="ViT feature size C")
+    add_agent_args(p)
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--steps", type=int, default=3)
@@ -73,10 +66,8 @@ def main():
     args = p.parse_args()
 
     d, c = args.hidden, args.feature_dim
-    llm = LlamaConfig(vocab_size=args.base_vocab + 330, hidden_size=d, intermediate_size=args.mlp,
-                      num_hidden_layers=args.layers, num_attention_heads=args.heads, max_position_embeddings=2048)
-    cfg = AgentConfig(llm=llm, input_resampler=ResamplerConfig(grid_size=8, embed_dim=d, num_heads=8, kv_dim=c),
-                      output_resampler=ResamplerConfig(grid_size=8, embed_dim=c, num_heads=8, kv_dim=d))
+    cfg = agent_config(args)
+    llm = cfg.llm
     torch.set_num_threads(os.cpu_count())
     ref = TorchAgent(cfg).float().eval()
     ours = SeedXAgent(cfg, rngs=nnx.Rngs(0))

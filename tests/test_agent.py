@@ -1,5 +1,6 @@
 """SeedXAgent forward vs a PyTorch statement (transformers LlamaForCausalLM fed inputs_embeds + torch
 resamplers, SEEDX.md §5.3-5.4) loading the same released-layout weights, fp32."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -124,3 +125,35 @@ def test_checkpoint_keys_are_checked():
         load_agent(ours, state + [("vision.x", np.zeros(1))])
     with pytest.raises(ValueError, match="missing parameter: patch_pos_embed"):
         load_agent(ours, [(k, v) for k, v in state if k != "patch_pos_embed"])
+
+
+class _FeaturesAsViews(nnx.Module):
+    """Stands in for the ViT in the training loss: the "pixels" are the features themselves."""
+
+    def __call__(self, views):
+        return views
+
+
+def test_training_loss_on_row_slots_matches_pytorch():
+    """`train.stages.mllm_loss` (each row's images in its own padded slots, as the data pipeline
+    batches them) against the PyTorch statement on the flat image list, same weights."""
+    from seedx_jax.train.stages import MLLMTrainee, mllm_loss
+
+    cfg, ours, ref = build_pair(seed=5)
+    b = batch(cfg, seed=5)
+    *_, lm, rec, total = reference(ref, b)
+    feats, targets, c = b["cmp_features"], b["gen_targets"], cfg.feature_dim
+    cmp = np.zeros((2, 3, 256, c), np.float32)  # row 0: images 0, 1; row 1: image 2; the rest padding
+    cmp[0, :2], cmp[1, 0], cmp[1, 1:] = feats[:2], feats[2], 9.0
+    pos = np.zeros((2, 3, 2), np.float32)
+    pos[0, :2], pos[1, 0] = b["cmp_positions"][:2], b["cmp_positions"][2]
+    gen = np.full((2, 2, 256, c), 7.0, np.float32)  # one target per row + a padding slot
+    gen[0, 0], gen[1, 0] = targets
+    rows = dict(input_ids=b["input_ids"], labels=b["labels"], ids_cmp_mask=b["ids_cmp_mask"],
+                ids_gen_mask=b["ids_gen_mask"], cmp_pixels=cmp, cmp_positions=pos,
+                cmp_valid=np.array([[1, 1, 0], [1, 0, 0]], bool), gen_pixels=gen,
+                gen_valid=np.array([[1, 0], [1, 0]], bool))
+    loss, aux = mllm_loss(MLLMTrainee(_FeaturesAsViews(), ours), {k: jnp.asarray(v) for k, v in rows.items()},
+                          jax.random.key(0))
+    for got, want in ((aux["lm_loss"], lm), (aux["rec_loss"], rec), (loss, total)):
+        assert abs(float(got) - float(want)) / abs(float(want)) < TOL

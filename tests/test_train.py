@@ -67,6 +67,9 @@ def test_sft_overfits_and_a_resumed_run_is_bit_identical(data, tmp_path):
     assert changed == trained and len(trained) > 20  # only the stage's parameters moved, all of them
 
     _, first = run_stage("sft_comp_gen", data, tmp_path / "cut", steps=cut, lr=1e-2)
+    half_written = tmp_path / "cut" / "checkpoints" / f"{cut + 5}.orbax-checkpoint-tmp-1234"  # a save cut short
+    (half_written / "state").mkdir(parents=True)
+    (half_written / "state" / "junk").write_bytes(b"\0" * 10)
     _, resumed = run_stage("sft_comp_gen", data, tmp_path / "cut", steps=steps, lr=1e-2)
     assert first.step == cut and resumed.history[0]["step"] == cut + 1  # it resumed, not restarted
     assert [h["loss/loss"] for h in first.history + resumed.history] == losses  # same data, same order
