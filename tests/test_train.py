@@ -95,16 +95,17 @@ def _events(path: str) -> dict[str, list[tuple[int, float]]]:
     return scalars
 
 
-def test_metrics_reach_tensorboard_and_jsonl(data, tmp_path):
-    _, result = run_stage("sft_edit", data, tmp_path, steps=3, lr=1e-3)
+def test_metrics_and_kept_checkpoints(data, tmp_path):
+    _, result = run_stage("sft_edit", data, tmp_path, steps=6, lr=1e-3, checkpoint_every=1, keep=2, keep_every=3)
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [3, 5, 6]  # 2 newest + every 3rd
     (events,) = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     scalars = _events(str(events))
     for tag in ("loss/loss", "loss/lm_loss", "loss/rec_loss", "train/lr", "train/grad_norm",
                 "perf/tokens_per_s", "perf/images_per_s", "perf/step_time_s"):
-        assert [s for s, _ in scalars[tag]] == [1, 2, 3], tag
+        assert [s for s, _ in scalars[tag]] == list(range(1, 7)), tag
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     np.testing.assert_allclose([v for _, v in scalars["loss/loss"]], [x["loss/loss"] for x in lines], rtol=1e-6)
-    assert [v for _, v in scalars["train/lr"]] == pytest.approx([0.0, 5e-4, 1e-3])  # 2 warmup steps
+    assert [v for _, v in scalars["train/lr"]][:3] == pytest.approx([0.0, 5e-4, 1e-3])  # 2 warmup steps
     assert all(x["perf/images_per_s"] > 0 and x["perf/tokens_per_s"] > 0 for x in lines)
 
 

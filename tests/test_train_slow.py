@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -52,6 +53,25 @@ def test_stage_overfits_with_only_its_parameters_changing(data, tmp_path, stage,
     if detok:
         sample = Image.open(tmp_path / "samples" / f"step_{steps:07d}.png")
         assert sample.size == (2 * 32, 2 * 32)  # two images: targets above, samples below
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["sft_edit", "detok_stage2"])
+def test_bfloat16_compute_keeps_float32_master_weights(data, tmp_path, stage):
+    def bf16(config):
+        config.model.vit.dtype = "bfloat16"
+        if stage == "sft_edit":
+            config.model.agent.update(llm=dict(dtype="bfloat16", remat="full"), input_resampler=dict(dtype="bfloat16"),
+                                      output_resampler=dict(dtype="bfloat16"))
+        else:
+            config.model.detokenizer.update(unet=dict(dtype="bfloat16", remat="full"))
+
+    _, fp32 = run_stage(stage, data, tmp_path / "fp32", steps=3, lr=1e-3)
+    _, mixed = run_stage(stage, data, tmp_path / "bf16", steps=3, lr=1e-3, configure=bf16)
+    assert {x.dtype for x in jax.tree.leaves(mixed.state.params)} == {np.dtype("float32")}
+    want, got = [h["loss/loss"] for h in fp32.history], [h["loss/loss"] for h in mixed.history]
+    np.testing.assert_allclose(got, want, rtol=0.05)  # same data and noise, bf16 activations
+    assert got != want
 
 
 def _cli(data, workdir, *extra, config="configs/sft_edit.py:tiny"):
