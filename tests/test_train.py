@@ -128,3 +128,29 @@ def test_bad_configs_fail_before_compiling(data, tmp_path):
     with pytest.raises(TrainConfigError, match="is not a tokenizer directory"):
         train(config, str(tmp_path / "d"))
     assert not (tmp_path / "a" / "checkpoints").exists()
+
+
+def test_init_checkpoints_are_loaded_and_checked(data, tmp_path):
+    """config.init.<part> = a converted checkpoint directory: loaded over the fresh model (LoRA stays
+    fresh); a checkpoint of another shape is a one-line error naming the parameter."""
+    from seedx_jax.agent.model import SeedXAgent
+    from seedx_jax.checkpoint import save_model
+    from seedx_jax.vision.vit import QwenViT
+
+    config = F.tiny_config("sft_edit", data, steps=1)
+    cfgs = model_configs(config)
+    agent = SeedXAgent(cfgs["agent"].replace(llm=cfgs["agent"].llm.replace(lora=None)), rngs=nnx.Rngs(123))
+    save_model(str(tmp_path / "agent"), agent)
+    config.init.agent = str(tmp_path / "agent")
+    loaded = initial_state(config)
+    np.testing.assert_array_equal(loaded["agent"]["patch_pos_embed"][...], agent.patch_pos_embed[...])
+    np.testing.assert_array_equal(loaded["agent"]["llm"]["embed_tokens"]["embedding"][...],
+                                  agent.llm.embed_tokens.embedding[...])
+    fresh = initial_state(F.tiny_config("sft_edit", data, steps=1))
+    assert not np.array_equal(fresh["agent"]["patch_pos_embed"][...], agent.patch_pos_embed[...])
+
+    save_model(str(tmp_path / "vit"), QwenViT(cfgs["vit"].replace(width=32, heads=2), rngs=nnx.Rngs(0)))
+    config.init.vit = str(tmp_path / "vit")
+    with pytest.raises(TrainConfigError, match=r"config\.init\.vit=.*/vit: attn_pool/kv_proj/kernel has shape \(32, 16\), "
+                                               r"the configured model \(64, 16\)"):
+        initial_state(config)

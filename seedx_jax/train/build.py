@@ -119,8 +119,15 @@ def build_trainee(config, mesh, rules) -> nnx.Module:
             continue
         if not hasattr(model, part):
             raise TrainConfigError(f"config.init.{part}: stage {config.stage} has no {part}")
-        loaded = load_model(path, "llama" if part == "llm" else part, mesh=mesh, rules=rules)
-        nnx.update(getattr(model, part), nnx.state(loaded))
+        loaded = nnx.state(load_model(path, part, mesh=mesh, rules=rules))
+        target = dict(nnx.to_flat_state(nnx.state(getattr(model, part))))
+        for key, var in nnx.to_flat_state(loaded):
+            want = target.get(key)
+            if want is None or want[...].shape != var[...].shape:
+                raise TrainConfigError(f"config.init.{part}={path}: {'/'.join(map(str, key))} has shape "
+                                       f"{var[...].shape}, the configured model "
+                                       f"{'has no such parameter' if want is None else want[...].shape}")
+        nnx.update(getattr(model, part), loaded)
     return model
 
 

@@ -58,9 +58,13 @@ class _StopSignal:
     def _handle(self, signum, frame):
         self.requested = True
 
-    def agreed(self) -> bool:
+    def agreed(self, step: int, every: int) -> bool:
+        """Single process: at once. Several: every `every` steps (a collective, so it waits for the step),
+        all processes stop at the same step when any of them got the signal."""
         if jax.process_count() == 1:
             return self.requested
+        if step % every:
+            return False
         from jax.experimental import multihost_utils
         return bool(multihost_utils.process_allgather(np.int32(self.requested)).max())
 
@@ -187,7 +191,7 @@ def train(config, workdir: str, *, log_stream=None) -> RunResult:
                     path = os.path.join(workdir, "samples", f"step_{done:07d}.png")
                     write_samples(path, nnx.merge(graphdef, state.params, rest), sample_batch,
                                   num_steps=config.train.sample_steps, seed=config.seed)
-                preempted = stop.agreed()
+                preempted = stop.agreed(done, config.train.log_every)
                 if done % config.train.checkpoint_every == 0 or done == config.train.steps or preempted:
                     checkpoints.save(done, state, mixture, record_for(done))
                 if preempted:
