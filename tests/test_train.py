@@ -154,3 +154,24 @@ def test_init_checkpoints_are_loaded_and_checked(data, tmp_path):
     with pytest.raises(TrainConfigError, match=r"config\.init\.vit=.*/vit: attn_pool/kv_proj/kernel has shape \(32, 16\), "
                                                r"the configured model \(64, 16\)"):
         initial_state(config)
+
+
+def test_mfu_inputs():
+    """The FLOP count comes from XLA's cost analysis of the compiled step; peaks by device kind."""
+    from types import SimpleNamespace
+
+    from seedx_jax.train.metrics import Throughput, compiled_flops, peak_flops
+
+    x = jax.ShapeDtypeStruct((64, 96), np.float32)
+    w = jax.ShapeDtypeStruct((96, 32), np.float32)
+    assert compiled_flops(jax.jit(lambda a, b: a @ b).lower(x, w).compile()) == 2 * 64 * 96 * 32
+    kinds = {"TPU v5 lite": 197e12, "TPU v5p": 459e12, "TPU v4": 275e12, "NVIDIA H100 80GB HBM3": 989e12, "cpu": None}
+    for kind, want in kinds.items():
+        assert peak_flops(SimpleNamespace(device_kind=kind)) == want, kind
+    assert peak_flops(SimpleNamespace(device_kind="cpu"), override_tflops=2.0) == 2e12
+    meter = Throughput()
+    meter.add(100.0, 2.0)
+    meter.add(300.0, 2.0)
+    scalars = meter.report(1e9, 1e12)
+    t = scalars["perf/step_time_s"]
+    assert scalars["perf/tokens_per_s"] == pytest.approx(200 / t) and scalars["perf/mfu"] == pytest.approx(1e-3 / t)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import signal
 import threading
@@ -24,7 +23,7 @@ from seedx_jax import sharding
 from seedx_jax.train.build import (TrainConfigError, build_data, build_trainee, check_batches, check_config,
                                    load_tokenizer, make_train_mesh, model_configs)
 from seedx_jax.train.checkpoints import TrainCheckpoints
-from seedx_jax.train.metrics import MetricsLog, StepTimer, compiled_flops, peak_flops
+from seedx_jax.train.metrics import MetricsLog, Throughput, compiled_flops, peak_flops
 from seedx_jax.train.optim import OptimConfig, lr_factor, make_optimizer
 from seedx_jax.train.samples import write_samples
 from seedx_jax.train.stages import DETOK_STAGES, DetokLossConfig, detok_loss_fn, mllm_loss, trainable
@@ -136,7 +135,7 @@ def train(config, workdir: str, *, log_stream=None) -> RunResult:
         history: list[dict] = []
         factor = lr_factor(optim_cfg)
         peak = peak_flops(jax.devices()[0], config.train.peak_tflops)
-        timer, window, window_tokens, window_images = StepTimer(), 0, 0.0, 0.0
+        throughput = Throughput()
         sample_batch = None
         status, step = "done", start
 
@@ -160,27 +159,21 @@ def train(config, workdir: str, *, log_stream=None) -> RunResult:
                         log.warning("compiled the %s step for source %s in %.1f s", config.stage, name,
                                     time.perf_counter() - t0)
                     compiled[name] = (exe, compiled_flops(exe))
-                    timer.lap()
+                    throughput.restart()
                 exe, flops = compiled[name]
                 state, metrics = exe(state, rest, batch)
                 done = step + 1
-                window += 1
-                window_tokens += tokens * jax.process_count()
-                window_images += images * jax.process_count()
+                throughput.add(tokens * jax.process_count(), images * jax.process_count())
                 if done % config.train.log_every == 0 or done == config.train.steps:
                     values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                    elapsed = timer.lap() / window
                     scalars = {f"loss/{k}" if "loss" in k else f"train/{k}": v for k, v in values.items()}
                     scalars.update({
                         "train/lr": optim_cfg.learning_rate * float(factor(int(state.step) - values["finite"])),
                         "train/nonfinite_steps": float(state.nonfinite),
                         "train/skipped_samples": float(sum(s.skipped for s in mixture.stats().values())),
-                        "perf/step_time_s": elapsed, "perf/tokens_per_s": window_tokens / window / elapsed,
-                        "perf/images_per_s": window_images / window / elapsed,
-                        "perf/mfu": flops / (elapsed * peak) if flops and peak else math.nan})
+                        **throughput.report(flops, peak)})
                     metrics_log.log(done, scalars)
                     history.append({"step": done, **scalars})
-                    window, window_tokens, window_images = 0, 0.0, 0.0
                     if int(state.nonfinite) > config.train.max_nonfinite:
                         checkpoints.save(done, state, mixture, record_for(done))
                         checkpoints.wait()

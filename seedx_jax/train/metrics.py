@@ -87,13 +87,25 @@ class MetricsLog:
             self._jsonl.close()
 
 
-class StepTimer:
-    """Wall time per step, measured between consecutive host syncs of the step's metrics."""
+class Throughput:
+    """Steps, tokens and images since the last report and the wall time they took (measured between
+    the host syncs of consecutive reports, so asynchronous dispatch is included)."""
 
     def __init__(self):
-        self._last = time.perf_counter()
+        self.restart()
 
-    def lap(self) -> float:
-        now = time.perf_counter()
-        elapsed, self._last = now - self._last, now
-        return elapsed
+    def restart(self) -> None:
+        """Start a fresh window now (e.g. after a compile)."""
+        self._start, self.steps, self.tokens, self.images = time.perf_counter(), 0, 0.0, 0.0
+
+    def add(self, tokens: float, images: float) -> None:
+        self.steps, self.tokens, self.images = self.steps + 1, self.tokens + tokens, self.images + images
+
+    def report(self, step_flops: float | None, peak: float | None) -> dict[str, float]:
+        step_time = (time.perf_counter() - self._start) / max(self.steps, 1)
+        scalars = {"perf/step_time_s": step_time,
+                   "perf/tokens_per_s": self.tokens / max(self.steps, 1) / step_time,
+                   "perf/images_per_s": self.images / max(self.steps, 1) / step_time,
+                   "perf/mfu": step_flops / (step_time * peak) if step_flops and peak else math.nan}
+        self.restart()
+        return scalars
