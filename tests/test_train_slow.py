@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 import train_fixtures as F
+from configs.train_common import TINY_GRIDS
 from test_train import changed_leaves, run_stage
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -154,3 +155,31 @@ def test_one_device_eight_devices_and_two_processes_agree(data, tmp_path):
     np.testing.assert_allclose(runs[8], runs[1], rtol=1e-5)
     np.testing.assert_allclose(runs["2x4"], runs[1], rtol=1e-5)
     assert (work / "checkpoints" / str(steps) / "data" / "process_1-of-2.json").exists()
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_examples_and_resume(data):
+    """`data.workers > 0`: preprocessing in Grain worker processes, same rows as in-process, and the
+    iterator state (in the workers' own format) restores the exact continuation."""
+    from seedx_jax.agent.tokenizer import SeedXTokenizer
+    from seedx_jax.data.examples import ExampleBuilder, ExampleSpec
+    from seedx_jax.data.formats import open_source
+    from seedx_jax.data.pipeline import ExampleStream
+
+    reader = open_source("llava_jsonl", [data["llava"]], data["image_dir"])
+    build = ExampleBuilder(ExampleSpec("vqa", max_length=480, view_size=224, max_views=3, grids=TINY_GRIDS),
+                           SeedXTokenizer.from_dir(data["tokenizer"]))
+    rows = {}
+    for workers in (0, 2):
+        stream = ExampleStream("vqa", reader, build, seed=1, per_process=2, workers=workers)
+        first = [stream.next_batch(2) for _ in range(3)]
+        state = stream.get_state()
+        rest = [stream.next_batch(2) for _ in range(2)]
+        again = ExampleStream("vqa", reader, build, seed=1, per_process=2, workers=workers)
+        again.set_state(state)
+        for a, b in zip(rest, [again.next_batch(2) for _ in range(2)]):
+            np.testing.assert_array_equal(a["cmp_pixels"], b["cmp_pixels"])
+        rows[workers] = first + rest
+    for a, b in zip(rows[0], rows[2]):
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])

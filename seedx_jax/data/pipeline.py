@@ -87,6 +87,10 @@ class ExampleStream:
         ds = grain.MapDataset.range(_STREAM_LENGTH).map(_Example(order, reader, build)).to_iter_dataset(
             grain.ReadOptions(num_threads=1 if workers else 2, prefetch_buffer_size=4 * per_process))
         if workers:
+            from absl import flags
+
+            if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags (set when not run by absl.app)
+                flags.FLAGS.mark_as_parsed()
             ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
         self._iter = iter(ds)
 
