@@ -1,0 +1,1 @@
+"""The shapes-world demo (issue 8): scene generator, analyser."""

@@ -1,0 +1,69 @@
+"""Writes a shapes-world split through the real data path: ArrayRecord shards of SEED-X records
+(conversations with QA and grounding, caption pairs, single-turn edits) that the training configs
+read with `format = "array_record"`, plus `scenes.jsonl` (each scene's objects, for scoring).
+
+Scene i of a split is drawn from `random.Random(f"{seed}-{split}-{i}")`, so the same seed writes the
+same bytes, and a split's scenes do not depend on how many are written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import random
+
+from seedx_jax.checkpoint import atomic_dir
+from seedx_jax.data.formats import RawRecord, encode_record
+from seedx_jax.demo import texts
+from seedx_jax.demo.world import Scene, WorldConfig, render, sample_scene
+
+FILES = {"vqa": "conversations.array_record", "caption": "captions.array_record", "edit": "edits.array_record"}
+
+
+def png(scene: Scene) -> bytes:
+    buf = io.BytesIO()
+    render(scene).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def scene_record(scene: Scene) -> dict:
+    return {"width": scene.width, "height": scene.height, "background": scene.background,
+            "objects": [dataclasses.asdict(o) for o in scene.objects]}
+
+
+def write_split(out: str, *, seed: int, split: str, scenes: int, cfg: WorldConfig = WorldConfig()) -> dict:
+    """Writes `out/` (atomically); returns the record counts per kind."""
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    counts = {kind: 0 for kind in FILES}
+    with atomic_dir(out) as tmp:
+        writers = {kind: ArrayRecordWriter(os.path.join(tmp, name), "group_size:1") for kind, name in FILES.items()}
+        with open(os.path.join(tmp, "scenes.jsonl"), "w") as index:
+            for i in range(scenes):
+                rng = random.Random(f"{seed}-{split}-{i}")
+                scene = sample_scene(rng, cfg)
+                image, location = png(scene), f"shapes:{split}:{i}"
+                turns = [t for qa in texts.questions(scene, rng) for t in qa]
+                ground = texts.grounding(scene, rng)
+                if ground:
+                    turns += list(ground)
+                records = [RawRecord("vqa", location, {"data": turns}, {"image": image}),
+                           RawRecord("caption", location, {"caption": texts.caption(scene)}, {"image": image})]
+                edited = texts.edit(scene, rng, cfg)
+                if edited:
+                    instruction, target = edited
+                    records.append(RawRecord("edit", location, {"instruction": instruction},
+                                             {"source_image": image, "target_image": png(target)}))
+                for record in records:
+                    writers[record.kind].write(encode_record(record))
+                    counts[record.kind] += 1
+                index.write(json.dumps({"index": i, "scene": scene_record(scene), "questions": turns,
+                                        "edit": edited and {"instruction": edited[0],
+                                                            "target": scene_record(edited[1])}}) + "\n")
+        for writer in writers.values():
+            writer.close()
+        with open(os.path.join(tmp, "split.json"), "w") as f:
+            json.dump({"seed": seed, "split": split, "scenes": scenes, "records": counts,
+                       "world": dataclasses.asdict(cfg)}, f, indent=1)
+    return counts
