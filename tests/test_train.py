@@ -175,3 +175,18 @@ def test_mfu_inputs():
     scalars = meter.report(1e9, 1e12)
     t = scalars["perf/step_time_s"]
     assert scalars["perf/tokens_per_s"] == pytest.approx(200 / t) and scalars["perf/mfu"] == pytest.approx(1e-3 / t)
+
+
+def test_cli_exits_2_with_one_line_for_a_bad_config(data, tmp_path):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-m", "seedx_jax.train", "--config", "configs/sft_edit.py:tiny",
+                           "--workdir", str(tmp_path), f"--config.tokenizer={data['tokenizer']}",
+                           "--config.mesh.num_devices=1", "--config.data.sources.edit.paths=/nonexistent/*.jsonl"],
+                          cwd=root, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "seedx_jax.train: error: config.data.sources.edit.paths='/nonexistent/*.jsonl' matches no files"]

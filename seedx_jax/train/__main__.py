@@ -9,6 +9,7 @@ import os
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "a configs/<stage>.py file", lock_config=True)
@@ -35,6 +36,8 @@ def _init_distributed() -> None:
 
 def main(argv) -> int:
     del argv
+    if not FLAGS["verbosity"].present:  # JAX's INFO lines (backend probing) are noise in a training log
+        absl_logging.set_verbosity(absl_logging.WARNING)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     _init_distributed()
     from seedx_jax.data.pipeline import DataError

@@ -149,8 +149,9 @@ def build_data(config, tokenizer: SeedXTokenizer | None, view_size: int) -> Mixt
                            grids=tuple(src.grids), resolution=src.resolution, min_resolution=src.min_resolution,
                            min_aspect_ratio=src.min_aspect_ratio, similarity_threshold=src.similarity_threshold,
                            prompts=prompts)
+        paths = _paths(name, src.paths)
         try:
-            reader = open_source(src.format, _paths(name, src.paths), src.image_dir)
+            reader = open_source(src.format, paths, src.image_dir)
         except (FileNotFoundError, ValueError) as err:
             raise TrainConfigError(f"config.data.sources.{name}: {err}") from None
         streams.append(ExampleStream(name, reader, ExampleBuilder(spec, tokenizer), seed=data.seed,
