@@ -1,12 +1,11 @@
 """Tiny SEED-X pieces the agent, generation and pipeline tests share: a SentencePiece model trained
 in-process with Llama-2's layout (unk 0, bos 1, eos 2, byte fallback so "\\n" is <0x0A> = 13), and a
 PyTorch agent statement (transformers Llama + torch resamplers) in the released key layout."""
-import io
-
 import torch
 from torch import nn
 
 from seedx_jax.agent.config import AgentConfig
+from seedx_jax.agent.tokenizer import train_sentencepiece
 from parity import randomize_
 from torch_llama import hf_llama
 from torch_vision import TorchResampler
@@ -20,18 +19,8 @@ CORPUS = ["Question: what is in the picture? Answer: a red car on the road.",
 
 
 def train_sp_model(path: str) -> str:
-    """Write a 320-piece BPE model (identity normalisation, dummy prefix, as Llama-2's) to `path`."""
-    import sentencepiece as spm
-
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(CORPUS * 20), model_writer=buf, vocab_size=SP_VOCAB, model_type="bpe",
-        byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, normalization_rule_name="identity",
-        add_dummy_prefix=True, remove_extra_whitespaces=False, split_digits=True, hard_vocab_limit=False,
-        minloglevel=2)
-    with open(path, "wb") as f:
-        f.write(buf.getvalue())
-    return path
+    """A 320-piece model of `CORPUS` in Llama-2's layout (`train_sentencepiece`)."""
+    return train_sentencepiece(path, CORPUS * 20, SP_VOCAB)
 
 
 class TorchAgent(nn.Module):

@@ -110,3 +110,15 @@ def test_captions_and_questions_name_what_is_there(seed):
             shape = question.split()[2][:-1]
             n = sum(o.shape == shape for o in scene.objects)
             assert texts.NUMBERS[n] in answer
+
+
+def test_world_tokenizer_covers_the_world_texts(tmp_path):
+    from seedx_jax.demo.dataset import world_sentences, write_tokenizer
+
+    tok = write_tokenizer(str(tmp_path / "tok"), seed=0, scenes=100)
+    assert tok.vocab_size == tok.sp.get_piece_size() + 330 and tok.sp.get_piece_size() <= 400
+    held_out = world_sentences(seed=1, scenes=30)  # other scenes: the same words
+    for text in held_out:
+        ids = tok.encode(text)
+        assert tok.unk_id not in ids and tok.decode(ids) == text, text
+    assert sum(len(tok.encode(t)) for t in held_out) < sum(len(t.encode()) for t in held_out) / 3  # not bytes

@@ -25,6 +25,25 @@ SPECIAL_TOKENS_FILE = "special_tokens_map.json"
 NUM_IMAGE_TOKEN_STRINGS = 100  # <img_00000>..<img_00099>; only the first 64 are used
 
 
+def train_sentencepiece(path: str, sentences: Iterable[str], vocab_size: int) -> str:
+    """Write a BPE SentencePiece model in Llama-2's layout (unk 0, bos 1, eos 2, no pad, byte fallback
+    so "\\n" is <0x0A> = 13, identity normalisation, dummy prefix, split digits) to `path`.
+
+    For tiny models and the shapes-world demo, where no released tokenizer can be downloaded.
+    """
+    import io
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences), model_writer=buf, vocab_size=vocab_size, model_type="bpe",
+        byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, normalization_rule_name="identity",
+        add_dummy_prefix=True, remove_extra_whitespaces=False, split_digits=True, hard_vocab_limit=False,
+        minloglevel=2)
+    with open(path, "wb") as f:
+        f.write(buf.getvalue())
+    return path
+
+
 def released_added_tokens() -> list[str]:
     """The 330 added tokens in the released id order (§7.2): id = base vocabulary size + index."""
     return ([T.image_token(i) for i in range(NUM_IMAGE_TOKEN_STRINGS)]

@@ -13,8 +13,10 @@ import json
 import os
 import random
 
+from seedx_jax.agent.tokenizer import SeedXTokenizer, train_sentencepiece
 from seedx_jax.checkpoint import atomic_dir
 from seedx_jax.data.formats import RawRecord, encode_record
+from seedx_jax.data.sequences import PromptLists
 from seedx_jax.demo import texts
 from seedx_jax.demo.world import Scene, WorldConfig, render, sample_scene
 
@@ -67,3 +69,26 @@ def write_split(out: str, *, seed: int, split: str, scenes: int, cfg: WorldConfi
             json.dump({"seed": seed, "split": split, "scenes": scenes, "records": counts,
                        "world": dataclasses.asdict(cfg)}, f, indent=1)
     return counts
+
+
+def world_sentences(seed: int, scenes: int, cfg: WorldConfig = WorldConfig()) -> list[str]:
+    """Every kind of text the world produces for `scenes` scenes, plus the prompt templates."""
+    prompts = PromptLists()
+    sentences = ["[INST] ", " [/INST]\n", *(p + " " + r for p, r in prompts.generation), *prompts.edit_responses]
+    for i in range(scenes):
+        rng = random.Random(f"{seed}-vocab-{i}")
+        scene = sample_scene(rng, cfg)
+        sentences += [texts.caption(scene), *(t for qa in texts.questions(scene, rng) for t in qa)]
+        ground, edited = texts.grounding(scene, rng), texts.edit(scene, rng, cfg)
+        sentences += [ground[0]] if ground else []
+        sentences += [edited[0]] if edited else []
+    return sentences
+
+
+def write_tokenizer(out: str, *, seed: int, scenes: int = 300, vocab_size: int = 400) -> SeedXTokenizer:
+    """A SentencePiece model of the world's texts + SEED-X's 330 added tokens, saved at `out`."""
+    with atomic_dir(out) as tmp:
+        model = train_sentencepiece(os.path.join(tmp, "sp.model"), world_sentences(seed, scenes) * 5, vocab_size)
+        SeedXTokenizer(model).save(tmp)
+        os.remove(model)
+    return SeedXTokenizer.from_dir(out)
