@@ -6,7 +6,6 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 from PIL import Image
 
 import train_fixtures as F
+from processes import free_port, run_all
 from configs.train_common import TINY_GRIDS
 from test_train import changed_leaves, run_stage
 
@@ -111,12 +111,6 @@ def test_sigterm_leaves_a_resumable_checkpoint(data, tmp_path):
     assert steps[-2:] == [step + 1, step + 2] and steps.count(step + 1) == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _comp_gen_source(data, micro_batch):
     return [f"--config.data.sources.vqa.paths={data['llava']}", f"--config.data.sources.vqa.image_dir={data['image_dir']}",
             f"--config.data.sources.t2i.paths={data['tar']}", f"--config.data.sources.vqa.micro_batch={micro_batch}",
@@ -137,19 +131,12 @@ def test_one_device_eight_devices_and_two_processes_agree(data, tmp_path):
                               configure=configure)
         runs[devices] = [h["loss/loss"] for h in result.history]
 
-    port, work = _free_port(), tmp_path / "mp"
+    port, work = free_port(), tmp_path / "mp"
     args = ["--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2", f"--config.train.steps={steps}",
             "--config.optim.learning_rate=0.001", "--config.train.accumulation=1",
             *_comp_gen_source(data, micro), f"--coordinator=127.0.0.1:{port}", "--num_processes=2"]
-    procs = [subprocess.Popen(_cli(data, work, *args, f"--process_id={i}", config="configs/sft_comp_gen.py:tiny"),
-                              cwd=ROOT, env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(2)]
-    try:
-        logs = [p.communicate(timeout=600)[0] for p in procs]  # watchdog: a hung collective
-    finally:
-        for p in procs:
-            p.kill()
-    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+    run_all([_cli(data, work, *args, f"--process_id={i}", config="configs/sft_comp_gen.py:tiny") for i in range(2)],
+            timeout=600, cwd=ROOT, env=_env(4))
     runs["2x4"] = [json.loads(line)["loss/loss"] for line in (work / "metrics.jsonl").read_text().splitlines()]
     print({k: np.round(v, 6).tolist() for k, v in runs.items()})
     np.testing.assert_allclose(runs[8], runs[1], rtol=1e-5)

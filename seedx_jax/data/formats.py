@@ -24,10 +24,6 @@ FORMATS = ("llava_jsonl", "edit_jsonl", "webdataset", "array_record")
 KINDS = {"llava_jsonl": "vqa", "edit_jsonl": "edit", "webdataset": "caption"}
 
 
-class RecordError(ValueError):
-    """A record that cannot be used; the message names its location and the problem."""
-
-
 @dataclasses.dataclass
 class RawRecord:
     """One sample before preprocessing: `kind` vqa | caption | edit, `fields` the JSON fields, `images`

@@ -20,7 +20,7 @@ from seedx_jax.vision.image_io import ImageInputError, load_image
 
 
 def _with_image_bytes(record: RawRecord) -> RawRecord:
-    """Images read into bytes and checked to decode; RecordError-like ValueError when not."""
+    """Images read into bytes and checked to decode; ValueError naming the problem when not."""
     if "error" in record.fields:
         raise ValueError(record.fields["error"])
     images = {}

@@ -1,0 +1,22 @@
+"""Several JAX processes on loopback for the multi-process tests: a free port and a watchdog run."""
+import socket
+import subprocess
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_all(commands, *, timeout: float, **popen) -> None:
+    """Start every command, wait for all (killing them after `timeout` s: a hung collective), and
+    fail with their combined output unless each exits 0."""
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+             for cmd in commands]
+    try:
+        logs = [p.communicate(timeout=timeout)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
