@@ -190,3 +190,46 @@ def test_cli_exits_2_with_one_line_for_a_bad_config(data, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "seedx_jax.train: error: config.data.sources.edit.paths='/nonexistent/*.jsonl' matches no files"]
+
+
+def test_stage2_starts_from_a_stage1_checkpoint(data, tmp_path):
+    """SEEDX.md §9.7: the stage-1 conv_in kernel fills input channels 0..3 of the 8-channel one, the
+    latent-image channels start at zero; every other parameter is the stage-1 one."""
+    from seedx_jax.checkpoint import save_model
+    from seedx_jax.detokenizer.model import Detokenizer, DetokenizerConfig
+
+    stage1 = Detokenizer(DetokenizerConfig.preset("tiny"), rngs=nnx.Rngs(7))
+    save_model(str(tmp_path / "stage1"), stage1)
+    config = F.tiny_config("detok_stage2", data, steps=1)
+    config.init.detokenizer = str(tmp_path / "stage1")
+    loaded = initial_state(config)["detokenizer"]
+    kernel = np.asarray(loaded["unet"]["conv_in"]["kernel"][...])
+    assert kernel.shape[2] == 8
+    np.testing.assert_array_equal(kernel[:, :, :4], stage1.unet.conv_in.kernel[...])
+    assert not kernel[:, :, 4:].any() and stage1.unet.conv_in.kernel[...].any()
+    np.testing.assert_array_equal(loaded["unet"]["conv_out"]["kernel"][...], stage1.unet.conv_out.kernel[...])
+    np.testing.assert_array_equal(loaded["resampler"]["latents"][...], stage1.resampler.latents[...])
+
+
+def test_stage1_can_train_the_whole_unet():
+    """`train.unet_trainable`: SEED-X's to_k/to_v only (default) or every U-Net parameter (a U-Net with
+    no pretraining, as in the shapes-world demo); the ViT and VAE stay frozen either way."""
+    from seedx_jax.detokenizer.model import Detokenizer, DetokenizerConfig
+    from seedx_jax.train.stages import DetokTrainee
+    from seedx_jax.vision.vit import QwenViT, VisionConfig
+
+    model = DetokTrainee(QwenViT(VisionConfig.preset("qwen_vit_tiny", output_dim=16), rngs=nnx.Rngs(0)),
+                         Detokenizer(DetokenizerConfig.preset("tiny"), rngs=nnx.Rngs(1)))
+    flat = list(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+
+    def trained(unet):
+        keep = trainable("detok_stage1", unet=unet)
+        return {"/".join(map(str, path)) for path, var in flat if keep(path, var)}
+
+    unet_params = {"/".join(map(str, p)) for p, _ in flat if p[:2] == ("detokenizer", "unet")}
+    kv, everything = trained("attention_kv"), trained("all")
+    assert kv < everything and unet_params <= everything
+    assert all(p.startswith("detokenizer/resampler") or "/to_k/" in p or "/to_v/" in p for p in kv)
+    assert not any(p.startswith(("vit", "detokenizer/vae")) for p in everything)
+    with pytest.raises(ValueError, match="unet='some'"):
+        trainable("detok_stage1", unet="some")

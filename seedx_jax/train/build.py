@@ -23,7 +23,7 @@ from seedx_jax.data.pipeline import ExampleStream, Mixture, SourceSpec
 from seedx_jax.data.sequences import PromptLists
 from seedx_jax.detokenizer.model import Detokenizer, DetokenizerConfig
 from seedx_jax.lora import LoraConfig
-from seedx_jax.train.stages import DETOK_STAGES, STAGE_TASKS, STAGES, DetokTrainee, MLLMTrainee
+from seedx_jax.train.stages import DETOK_STAGES, STAGE_TASKS, STAGES, UNET_TRAINABLE, DetokTrainee, MLLMTrainee
 from seedx_jax.vision.vit import QwenViT, VisionConfig
 
 
@@ -46,6 +46,9 @@ def check_config(config) -> None:
                                    f"{STAGE_TASKS[config.stage]}")
         if src.micro_batch <= 0:
             raise TrainConfigError(f"config.data.sources.{name}.micro_batch={src.micro_batch} must be positive")
+    unet = config.train.get("unet_trainable", "attention_kv")
+    if unet not in UNET_TRAINABLE:
+        raise TrainConfigError(f"config.train.unet_trainable={unet!r} is not one of {UNET_TRAINABLE}")
     if config.train.steps <= 0 or config.train.accumulation <= 0:
         raise TrainConfigError(f"config.train.steps={config.train.steps} and accumulation="
                                f"{config.train.accumulation} must be positive")
@@ -121,6 +124,8 @@ def build_trainee(config, mesh, rules) -> nnx.Module:
             raise TrainConfigError(f"config.init.{part}: stage {config.stage} has no {part}")
         loaded = nnx.state(load_model(path, part, mesh=mesh, rules=rules))
         target = dict(nnx.to_flat_state(nnx.state(getattr(model, part))))
+        if config.stage == "detok_stage2" and part == "detokenizer":
+            _widen_conv_in(loaded, target)
         for key, var in nnx.to_flat_state(loaded):
             want = target.get(key)
             if want is None or want[...].shape != var[...].shape:
@@ -129,6 +134,20 @@ def build_trainee(config, mesh, rules) -> nnx.Module:
                                        f"{'has no such parameter' if want is None else want[...].shape}")
         nnx.update(getattr(model, part), loaded)
     return model
+
+
+def _widen_conv_in(loaded: nnx.State, target: dict) -> None:
+    """A stage-1 de-tokenizer as the start of stage 2 (SEEDX.md §9.7): its 4-channel `conv_in` kernel
+    goes into input channels 0..3 of the 8-channel one, the latent-image channels start at zero."""
+    key = ("unet", "conv_in", "kernel")
+    old, new = dict(nnx.to_flat_state(loaded)).get(key), target[key]
+    if old is None or old[...].shape == new[...].shape:
+        return
+    kernel = old[...]  # [3, 3, C_in, C_out]
+    if kernel.shape[2] * 2 != new[...].shape[2]:
+        return  # the shape check reports it
+    widened = jax.numpy.concatenate([kernel, jax.numpy.zeros_like(kernel)], axis=2)
+    old.set_value(jax.device_put(widened, new[...].sharding))
 
 
 def _paths(name: str, pattern: str) -> list[str]:

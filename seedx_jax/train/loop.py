@@ -106,7 +106,8 @@ def train(config, workdir: str, *, log_stream=None) -> RunResult:
     with jax.set_mesh(mesh), sharding.use_rules(rules):
         model = build_trainee(config, mesh, rules)
         lora = model_configs(config).get("agent")
-        graphdef, params, rest = split_trainable(model, trainable(config.stage, lora and lora.llm.lora))
+        unet = config.train.get("unet_trainable", "attention_kv")  # de-tokenizer stages only
+        graphdef, params, rest = split_trainable(model, trainable(config.stage, lora and lora.llm.lora, unet))
         del model
         tx = make_optimizer(optim_cfg)
         if config.stage in DETOK_STAGES:

@@ -57,16 +57,26 @@ def _names(path) -> list[str]:
     return [str(getattr(k, "key", k)) for k in path]
 
 
-def trainable(stage: str, lora: LoraConfig | None = None) -> Callable[[tuple, object], bool]:
-    """nnx filter of the parameters `stage` trains (everything else gets no gradient and no Adam state)."""
+UNET_TRAINABLE = ("attention_kv", "all")
+
+
+def trainable(stage: str, lora: LoraConfig | None = None,
+              unet: str = "attention_kv") -> Callable[[tuple, object], bool]:
+    """nnx filter of the parameters `stage` trains (everything else gets no gradient and no Adam state).
+    De-tokenizer stage 1 trains the U-Net's `to_k`/`to_v` (SEED-X, over a pretrained SDXL) or, with
+    `unet="all"`, the whole U-Net (a U-Net without pretraining, e.g. the shapes-world demo's)."""
     if stage not in STAGES:
         raise ValueError(f"unknown training stage {stage!r}; choose from {STAGES}")
+    if unet not in UNET_TRAINABLE:
+        raise ValueError(f"unet={unet!r} is not one of {UNET_TRAINABLE}")
     if stage in DETOK_STAGES:
+        whole_unet = stage == "detok_stage2" or unet == "all"
+
         def detok(path, var) -> bool:
             names = _names(path)
             if not isinstance(var, nnx.Param) or names[0] != "detokenizer":
                 return False
-            if names[1] == "resampler" or (names[1] == "unet" and stage == "detok_stage2"):
+            if names[1] == "resampler" or (names[1] == "unet" and whole_unet):
                 return True
             return names[1] == "unet" and any(n in ("to_k", "to_v") for n in names)
         return detok
