@@ -176,10 +176,11 @@ class SeedX:
 
     def chat(self, question: str, images: Sequence[ImageSource] = (), *, conversation: Conversation | None = None,
              grounding: bool = False, max_new_tokens: int = 512, sampling: Sampling = Sampling(),
-             seed: int = 0) -> tuple[Turn, Conversation]:
-        """One user turn (first turn when `conversation` is None) -> the model's answer."""
+             seed: int = 0, grids: Sequence[str] = COMPREHENSION_GRIDS) -> tuple[Turn, Conversation]:
+        """One user turn (first turn when `conversation` is None) -> the model's answer; `grids`: the
+        any-res grids images are tiled on (those the model was trained with)."""
         self.check_user_text(question, "question")
-        pil, anyres = self._anyres(images, COMPREHENSION_GRIDS)
+        pil, anyres = self._anyres(images, grids)
         first = conversation is None
         conv = self.new_conversation() if first else conversation
         if grounding and not (conv.images or pil):
@@ -198,13 +199,19 @@ class SeedX:
                        max_new_tokens: int = 120, sampling: Sampling = Sampling()) -> tuple[Turn, np.ndarray | None]:
         """Text-to-image (flow (b)): uint8 `[H, W, 3]`, or None when the model produced no image."""
         self.check_render(height, width, noise, edits=False)
-        self.check_user_text(caption, "caption")
-        conv = self.new_conversation()
-        self._add_user_turn(conv, self.template.generate(caption), [], [], max_new_tokens)
-        turn = self._decode(conv, max_new_tokens, sampling, seed)
+        turn = self.imagine(caption, max_new_tokens=max_new_tokens, sampling=sampling, seed=seed)
         if not len(turn.image_features):
             return turn, None
         return turn, self._render(turn.image_features[:1], height, width, sampler, noise, seed)[0]
+
+    def imagine(self, caption: str, *, max_new_tokens: int = 120, sampling: Sampling = Sampling(),
+                seed: int = 0) -> Turn:
+        """The LLM half of text-to-image: the turn whose `image_features` `render` draws (so many
+        captions can be rendered as one batch)."""
+        self.check_user_text(caption, "caption")
+        conv = self.new_conversation()
+        self._add_user_turn(conv, self.template.generate(caption), [], [], max_new_tokens)
+        return self._decode(conv, max_new_tokens, sampling, seed)
 
     def edit(self, image: ImageSource, instruction: str, *, height: int = 1024, width: int = 1024,
              sampler: SamplerConfig = SamplerConfig(), noise: np.ndarray | None = None, seed: int = 42,

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from seedx_jax.agent.tokenizer import SeedXTokenizer
-from seedx_jax.data.sequences import SequenceError, edit_sequence, t2i_sequence, vqa_sequence
+from seedx_jax.agent.prompts import get_template
+from seedx_jax.data.sequences import PromptLists, SequenceError, edit_sequence, t2i_sequence, vqa_sequence
 from seedx_jax.tokens import IMG_END, IMG_START, PATCH_END, PATCH_START, image_token
 from seedx_jax.tokens import anyres_image_text as anyres
 from seedx_fixtures import train_sp_model
@@ -47,6 +48,12 @@ def test_text_to_image(tok):
     assert cap.embeds_cmp_mask.tolist() == [True, True]
     with pytest.raises(SequenceError, match="image alone"):
         t2i_sequence(tok, "a red car", prompt_index=1, max_length=100)
+    # a prompt without a response: `<img>` right after the inference prompt (the seed_x_i template's)
+    bare = t2i_sequence(tok, "a red car", prompt_index=0, max_length=200,
+                        prompts=PromptLists(generation=(("Generate an image:", ""),)))
+    prompt = tok.encode(get_template("seed_x_i").generate("a red car"))
+    assert bare.input_ids[:len(prompt) + 2].tolist() == [tok.bos_id] + prompt + [tok.token_id(IMG_START)]
+    assert bare.labels[len(prompt)].item() == X and bare.labels[len(prompt) + 1] == tok.token_id(IMG_START)
 
 
 def test_edit(tok):

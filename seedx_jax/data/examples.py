@@ -88,7 +88,7 @@ def _similarity(metadata: dict) -> float | None:
     return None
 
 
-def _square(image: Image.Image, side: int) -> np.ndarray:
+def square_crop(image: Image.Image, side: int) -> np.ndarray:
     """Centre crop to a square, bicubic resize to side x side -> [side, side, 3] in [-1, 1]."""
     w, h = image.size
     s = min(w, h)
@@ -191,9 +191,9 @@ class ExampleBuilder:
     def _detok_image(self, record: RawRecord, rng: random.Random) -> dict:
         name = "image" if "image" in record.images else "target_image"
         image = self._image(record, name)
-        return dict(target=_square(image, self.spec.resolution), view=image_transform(image, self.spec.view_size))
+        return dict(target=square_crop(image, self.spec.resolution), view=image_transform(image, self.spec.view_size))
 
     def _detok_edit(self, record: RawRecord, rng: random.Random) -> dict:
         target = self._image(record, "target_image")
-        return dict(target=_square(target, self.spec.resolution), view=image_transform(target, self.spec.view_size),
-                    source=_square(self._image(record, "source_image"), self.spec.resolution))
+        return dict(target=square_crop(target, self.spec.resolution), view=image_transform(target, self.spec.view_size),
+                    source=square_crop(self._image(record, "source_image"), self.spec.resolution))

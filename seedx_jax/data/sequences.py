@@ -118,7 +118,8 @@ def t2i_sequence(tok: SeedXTokenizer, caption: str, *, prompt_index: int, max_le
     global image is the generation target. When that does not fit, an image-first captioning sample
     (caption + EOS trained, both images comprehension)."""
     prompt, response = prompts.generation[prompt_index]
-    text = ("[INST] " + prompt + " " + caption.lstrip() + " [/INST]\n").rstrip(" ") + " " + response
+    text = ("[INST] " + prompt + " " + caption.lstrip() + " [/INST]\n").rstrip(" ")
+    text += " " + response if response else ""  # no response: `<img>` follows the prompt, as at inference
     text_ids = tok.encode(text)
     num_tiles = 1
     if len(text_ids) + 66 * (num_tiles + 1) + 2 <= max_length:
