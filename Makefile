@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-slow test-multiprocess test-gpu test-tpu test-all bench clean-venv
+.PHONY: venv test test-slow test-multiprocess test-gpu test-tpu test-all bench demo demo-quick clean-venv
 
 venv: $(STAMP)
 
@@ -36,6 +36,13 @@ test-tpu: venv
 # Everything that can run on this host, including the slow and multi-process tests.
 test-all: venv
 	$(PY) -m pytest tests -m "not gpu and not tpu"
+
+# The shapes-world demo: trains a tiny SEED-X on 2 CPU cores (< 20 min), report in demo_report/.
+demo: venv
+	$(PY) -m seedx_jax.demo --out demo_report
+
+demo-quick: venv
+	$(PY) -m seedx_jax.demo --quick --out demo_report_quick
 
 bench: venv
 	$(PY) bench/bench_llama.py

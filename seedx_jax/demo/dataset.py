@@ -1,6 +1,7 @@
 """Writes a shapes-world split through the real data path: ArrayRecord shards of SEED-X records
-(conversations with QA and grounding, caption pairs, single-turn edits) that the training configs
-read with `format = "array_record"`, plus `scenes.jsonl` (each scene's objects, for scoring).
+(conversations with QA and grounding about a scene of any size, caption pairs and single-turn edits
+of a second, square scene) that the training configs read with `format = "array_record"`, plus
+`scenes.jsonl` (both scenes' objects and texts, for scoring).
 
 Scene i of a split is drawn from `random.Random(f"{seed}-{split}-{i}")`, so the same seed writes the
 same bytes, and a split's scenes do not depend on how many are written.
@@ -18,7 +19,7 @@ from seedx_jax.checkpoint import atomic_dir
 from seedx_jax.data.formats import RawRecord, encode_record
 from seedx_jax.data.sequences import PromptLists
 from seedx_jax.demo import texts
-from seedx_jax.demo.world import Scene, WorldConfig, render, sample_scene
+from seedx_jax.demo.world import GENERATION_ASPECTS, Obj, Scene, WorldConfig, render, sample_scene
 
 FILES = {"vqa": "conversations.array_record", "caption": "captions.array_record", "edit": "edits.array_record"}
 
@@ -34,6 +35,23 @@ def scene_record(scene: Scene) -> dict:
             "objects": [dataclasses.asdict(o) for o in scene.objects]}
 
 
+def scene_from_record(record: dict) -> Scene:
+    return Scene(record["width"], record["height"], record["background"], tuple(Obj(**o) for o in record["objects"]))
+
+
+def read_scenes(split_dir: str) -> list[dict]:
+    """The rows of `split_dir/scenes.jsonl` with their scenes (`scene`, `drawn`, `edit.target`) as `Scene`s."""
+    rows = []
+    with open(os.path.join(split_dir, "scenes.jsonl")) as f:
+        for line in f:
+            row = json.loads(line)
+            row["scene"], row["drawn"] = scene_from_record(row["scene"]), scene_from_record(row["drawn"])
+            if row["edit"]:
+                row["edit"]["target"] = scene_from_record(row["edit"]["target"])
+            rows.append(row)
+    return rows
+
+
 def write_split(out: str, *, seed: int, split: str, scenes: int, cfg: WorldConfig = WorldConfig()) -> dict:
     """Writes `out/` (atomically); returns the record counts per kind."""
     from array_record.python.array_record_module import ArrayRecordWriter
@@ -44,25 +62,28 @@ def write_split(out: str, *, seed: int, split: str, scenes: int, cfg: WorldConfi
         with open(os.path.join(tmp, "scenes.jsonl"), "w") as index:
             for i in range(scenes):
                 rng = random.Random(f"{seed}-{split}-{i}")
-                scene = sample_scene(rng, cfg)
+                scene = sample_scene(rng, cfg)  # any size: comprehension (any-res)
+                drawn = sample_scene(rng, cfg, GENERATION_ASPECTS)  # square: captions and edits
                 image, location = png(scene), f"shapes:{split}:{i}"
                 turns = [t for qa in texts.questions(scene, rng) for t in qa]
                 ground = texts.grounding(scene, rng)
                 if ground:
                     turns += list(ground)
                 records = [RawRecord("vqa", location, {"data": turns}, {"image": image}),
-                           RawRecord("caption", location, {"caption": texts.caption(scene)}, {"image": image})]
-                edited = texts.edit(scene, rng, cfg)
+                           RawRecord("caption", location, {"caption": texts.caption(drawn)}, {"image": png(drawn)})]
+                edited = texts.edit(drawn, rng, cfg)
                 if edited:
                     instruction, target = edited
                     records.append(RawRecord("edit", location, {"instruction": instruction},
-                                             {"source_image": image, "target_image": png(target)}))
+                                             {"source_image": png(drawn), "target_image": png(target)}))
                 for record in records:
                     writers[record.kind].write(encode_record(record))
                     counts[record.kind] += 1
-                index.write(json.dumps({"index": i, "scene": scene_record(scene), "questions": turns,
-                                        "edit": edited and {"instruction": edited[0],
-                                                            "target": scene_record(edited[1])}}) + "\n")
+                index.write(json.dumps({
+                    "index": i, "scene": scene_record(scene), "questions": turns[:-2] if ground else turns,
+                    "grounding": ground and list(ground), "drawn": scene_record(drawn),
+                    "caption": texts.caption(drawn),
+                    "edit": edited and {"instruction": edited[0], "target": scene_record(edited[1])}}) + "\n")
         for writer in writers.values():
             writer.close()
         with open(os.path.join(tmp, "split.json"), "w") as f:

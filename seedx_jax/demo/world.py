@@ -22,6 +22,8 @@ COLUMNS = ("left", "center", "right")
 ROWS = ("top", "middle", "bottom")
 # (width, height) in units of `WorldConfig.unit` pixels: square, landscape and portrait images
 ASPECTS = ((2, 2), (3, 2), (2, 3), (4, 2), (2, 4), (3, 3))
+# generated and edited images are square, as the de-tokenizer draws them (centre crops)
+GENERATION_ASPECTS = ((2, 2),)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +87,8 @@ def place(rng: random.Random, scene: Scene, shape: str, colour: str, cfg: WorldC
     return None
 
 
-def sample_scene(rng: random.Random, cfg: WorldConfig = WorldConfig()) -> Scene:
-    aw, ah = rng.choice(ASPECTS)
+def sample_scene(rng: random.Random, cfg: WorldConfig = WorldConfig(), aspects=ASPECTS) -> Scene:
+    aw, ah = rng.choice(aspects)
     scene = Scene(aw * cfg.unit, ah * cfg.unit, rng.choice(sorted(BACKGROUNDS)), ())
     for _ in range(rng.randint(cfg.min_objects, cfg.max_objects)):
         obj = place(rng, scene, rng.choice(SHAPES), rng.choice(sorted(COLOURS)), cfg)

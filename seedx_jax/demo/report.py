@@ -1,0 +1,109 @@
+"""The demo's report folder: `metrics.json`, loss curves as PNG (`curves/`), sample images
+(`samples/`) and `index.html` showing them with the targets each metric was held to."""
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from seedx_jax.demo.evaluate import Sample
+
+# The issue's targets (the report says which were met)
+TARGETS = {"vqa/accuracy": 0.80, "grounding/mean_iou": 0.5, "t2i/colour": 0.70, "t2i/position": 0.50,
+           "edit/success": 0.50}
+# Why the default demo (configs/demo.py, 2 CPU cores, < 20 min) misses a target, from what was
+# measured on it; shown next to a missed target in the report
+WHY_MISSED = {
+    "vqa/accuracy": "the 2-layer, 128-wide LLM trained from scratch for 2000 steps learns colours (60%) but "
+                    "not counting or positions; its loss was still falling",
+    "grounding/mean_iou": "box tokens need positions, which the LLM has not learned yet (see vqa/position)",
+    "t2i/colour": "the de-tokenizer trained from scratch for 1200 steps barely uses its condition (loss "
+                  "with shuffled conditions only ~4% higher), so generated images are not the captions' "
+                  "scenes; the LLM's regressed features are fine (images_drawn)",
+    "t2i/position": "as t2i/colour: the de-tokenizer, not the LLM, is the bottleneck",
+    "edit/success": "the stage-2 de-tokenizer shares stage 1's weakness; the stand-in VAE alone reconstructs "
+                    "32 px scenes at only ~21 dB PSNR",
+}
+_PLOT = (640, 360)
+_MARGIN = 48
+
+
+def plot_curve(points: list[tuple[int, float]], title: str, path: str) -> None:
+    """A line plot of (step, value) on a log-10 value axis, drawn with PIL."""
+    w, h = _PLOT
+    image = Image.new("RGB", _PLOT, "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((_MARGIN, 8), title, fill="black")
+    pts = [(s, v) for s, v in points if v > 0 and math.isfinite(v)]
+    if len(pts) >= 2:
+        steps = [s for s, _ in pts]
+        logs = [math.log10(v) for _, v in pts]
+        lo, hi = min(logs), max(logs)
+        hi = hi if hi > lo else lo + 1
+        x = lambda s: _MARGIN + (s - steps[0]) / max(steps[-1] - steps[0], 1) * (w - 2 * _MARGIN)  # noqa: E731
+        y = lambda v: h - _MARGIN - (v - lo) / (hi - lo) * (h - 2 * _MARGIN)  # noqa: E731
+        draw.rectangle((_MARGIN, _MARGIN, w - _MARGIN, h - _MARGIN), outline=(180, 180, 180))
+        draw.line([(x(s), y(v)) for s, v in zip(steps, logs)], fill=(40, 80, 220), width=2)
+        for v in (lo, hi):
+            draw.text((4, y(v) - 6), f"{10 ** v:.3g}", fill="black")
+        for s in (steps[0], steps[-1]):
+            draw.text((x(s) - 10, h - _MARGIN + 6), str(s), fill="black")
+    image.save(path)
+
+
+def _tile(images: list[np.ndarray], side: int = 160) -> Image.Image:
+    """Images side by side, each scaled (nearest) to `side` pixels high."""
+    scaled = [Image.fromarray(im).resize((max(1, round(im.shape[1] * side / im.shape[0])), side), Image.NEAREST)
+              for im in images]
+    out = Image.new("RGB", (sum(s.width for s in scaled) + 8 * (len(scaled) - 1), side), "white")
+    x = 0
+    for s in scaled:
+        out.paste(s, (x, 0))
+        x += s.width + 8
+    return out
+
+
+def _verdict(name: str, value: float) -> str:
+    if name not in TARGETS:
+        return ""
+    if value >= TARGETS[name]:
+        return f"target &ge; {TARGETS[name]:.2f}: met"
+    return f"target &ge; {TARGETS[name]:.2f}: MISSED - {html.escape(WHY_MISSED[name])}"
+
+
+def write_report(out: str, metrics: dict, curves: dict[str, list[tuple[int, float]]], samples: list[Sample],
+                 notes: list[str]) -> None:
+    os.makedirs(os.path.join(out, "curves"), exist_ok=True)
+    os.makedirs(os.path.join(out, "samples"), exist_ok=True)
+    with open(os.path.join(out, "metrics.json"), "w") as f:  # NaN (nothing to score) -> null
+        json.dump({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in metrics.items()}, f,
+                  indent=1, sort_keys=True)
+    curve_files = []
+    for name, points in curves.items():
+        file = f"curves/{name.replace('/', '_')}.png"
+        plot_curve(points, name, os.path.join(out, file))
+        curve_files.append(file)
+    rows = []
+    for i, sample in enumerate(samples):
+        file = f"samples/{sample.task}_{i:03d}.png"
+        _tile(sample.images).save(os.path.join(out, file))
+        rows.append(f"<tr><td>{sample.task}</td><td><img src='{file}'></td><td>{html.escape(sample.prompt)}</td>"
+                    f"<td>{html.escape(sample.output)}</td><td>{html.escape(sample.expected)}</td>"
+                    f"<td>{'yes' if sample.ok else 'no'}</td></tr>")
+    table = "".join(f"<tr><td>{k}</td><td>{v:.3f}</td><td>{_verdict(k, v)}</td></tr>"
+                    for k, v in sorted(metrics.items()) if isinstance(v, float))
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>seedx_jax shapes-world demo</title>
+<style>body{{font-family:sans-serif;margin:2em}} td{{padding:4px 8px;vertical-align:top;border-bottom:1px solid #ddd}}
+img{{image-rendering:pixelated}}</style></head><body>
+<h1>seedx_jax: a tiny SEED-X trained on the shapes world</h1>
+<h2>Held-out metrics</h2><table>{table}</table>
+<ul>{''.join(f'<li>{html.escape(n)}</li>' for n in notes)}</ul>
+<h2>Training curves</h2>{''.join(f"<img src='{f}'>" for f in curve_files)}
+<h2>Samples</h2><table><tr><th>task</th><th>images</th><th>prompt</th><th>model</th><th>expected</th><th>ok</th></tr>
+{''.join(rows)}</table></body></html>"""
+    with open(os.path.join(out, "index.html"), "w") as f:
+        f.write(page)
