@@ -281,6 +281,7 @@ def test_whole_release_tree_in_one_call(release, tmp_path):
     assert max_rel_diff(vit_features(pipe.vit), vit_features(release["vit"])) <= TOL
 
 
+@pytest.mark.slow  # test_checkpoint's 8 -> 4 -> 1 device restore stays in the default suite
 def test_checkpoint_converted_on_8_devices_loads_on_4_and_1(release, tmp_path, monkeypatch):
     from seedx_jax.convert import stream
     monkeypatch.setattr(stream, "HOST_STACK_BYTES", 0)  # every stacked row goes straight onto the mesh

@@ -85,6 +85,7 @@ def test_unrolled_blocks_and_8_channel_conv_in():
     assert max_rel_diff(got, reference(ref, x)) <= 1e-4
 
 
+@pytest.mark.slow  # moved out of the default suite's 15 minutes; test_unet's other scan tests stay
 def test_scanned_gradients_match_unrolled():
     """Scanned + no remat vs unrolled + full remat: the same gradients (2-level config: compile time)."""
     cfg = CFG.replace(block_out_channels=(16, 32), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
@@ -137,6 +138,7 @@ def test_bad_config():
         CFG.replace(num_attention_heads=(2, 4))
 
 
+@pytest.mark.slow  # test_sharding covers sharded == unsharded in the default suite
 def test_sharded_unet_equals_unsharded(pair):
     from seedx_jax import sharding
 

@@ -19,7 +19,7 @@ import jax
 from flax import nnx
 
 from seedx_jax.agent.tokenizer import SeedXTokenizer
-from seedx_jax.checkpoint import atomic_dir, save_model, save_pipeline
+from seedx_jax.checkpoint import atomic_dir, load_model, save_model, save_pipeline
 from seedx_jax.demo import dataset, evaluate, report, standins
 from seedx_jax.detokenizer.model import Detokenizer
 from seedx_jax.diffusion.sampling import SamplerConfig
@@ -122,7 +122,7 @@ def run_demo(out: str, opts: DemoOptions = DemoOptions(), progress: Progress | N
             save_model(os.path.join(models, "agent_i"), trained.agent)
         with progress.stage("[6/7] MLLM edit tuning (from the instruction-tuned model)"):
             trained = _train_stage("sft_edit", root, opts, dict(vit=vit_dir, agent=os.path.join(models, "agent_i")),
-                                      scale, curves)
+                                   scale, curves)
             save_model(os.path.join(models, "agent_edit"), trained.agent)
 
         with progress.stage("[7/7] evaluating on held-out scenes"):
@@ -133,13 +133,13 @@ def run_demo(out: str, opts: DemoOptions = DemoOptions(), progress: Progress | N
                  f"{jax.device_count()} {jax.devices()[0].platform} device(s), {metrics['seconds']:.0f} s in all"]
         report.write_report(root, metrics, curves, samples, notes)
         for part in ("vit", "detok_init", "detok_stage1", "detok_stage2", "agent_i", "agent_edit"):
-            shutil.rmtree(os.path.join(models, part))  # the two pipelines below hold what is kept
+            shutil.rmtree(os.path.join(models, part))  # the two pipelines hold what is kept
     return metrics
 
 
 def evaluate_models(root: str, opts: DemoOptions, tokenizer: SeedXTokenizer, progress: Progress):
-    from seedx_jax.checkpoint import load_model
-
+    """The trained parts as the two SEED-X pipelines (saved as `models/seedx_i`, `models/seedx_edit`),
+    scored on the held-out split -> (metrics, report samples)."""
     models = os.path.join(root, "models")
     vit = load_model(os.path.join(models, "vit"), "vit")
     load = lambda name, kind: load_model(os.path.join(models, name), kind)  # noqa: E731
