@@ -72,7 +72,8 @@ def analyse(image: Image.Image | np.ndarray, *, max_distance: float = 80.0, min_
             if area < min_area * h * w:
                 continue
             (y0, y1), (x0, x1) = (window[0].start, window[0].stop), (window[1].start, window[1].stop)
-            found.append(Detection(classify(mask), colour, (x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x0, y0, x1, y1), area))
+            found.append(Detection(classify(mask), colour, (x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x0, y0, x1, y1),
+                                   area))
     return sorted(found, key=lambda d: -d.area)
 
 

@@ -77,7 +77,7 @@ def _psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float
 
 def _drawn(scene: Scene, side: int) -> np.ndarray:
     """A square scene as the de-tokenizer is trained to draw it (uint8 [side, side, 3])."""
-    return np.round((square_crop(render(scene), side) + 1) * 127.5).clip(0, 255).astype(np.uint8)
+    return to_uint8(square_crop(render(scene), side)[None])[0]
 
 
 def comprehension(pipe: SeedX, rows: list[dict], grids, progress: Progress, keep: int) -> tuple[dict, list[Sample]]:

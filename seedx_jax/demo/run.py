@@ -38,9 +38,8 @@ class DemoOptions:
     probe_images: int = 300
     max_steps: int = 0  # > 0: cap every training stage (the quick smoke run)
     sampler_steps: int = 20
-    guidance_scale: float = 3.0  # [choice] the tiny de-tokenizers over-saturate at SEED-X's 7.5
+    guidance_scale: float = 3.0  # [choice] milder than SEED-X's 7.5 for briefly trained de-tokenizers; not tuned
     samples: int = 4  # report examples per task
-    grids: tuple[str, ...] = ("1x1", "1x2", "2x1")  # configs/demo.py trains VQA on these
 
 
 QUICK = DemoOptions(train_scenes=48, test_scenes=3, vae_steps=4, probe_images=20, max_steps=3, sampler_steps=2,
@@ -152,10 +151,11 @@ def evaluate_models(root: str, opts: DemoOptions, tokenizer: SeedXTokenizer, pro
                   detokenizer=pipe_edit.detokenizer, template="seed_x_edit")
     rows = dataset.read_scenes(os.path.join(root, "data", "test"))
     side = demo_config("detok_stage1").data.sources.images.resolution
+    grids = tuple(demo_config("sft_comp_gen").data.sources.vqa.grids)  # VQA is asked as it was trained
     sampler = SamplerConfig(num_steps=opts.sampler_steps, guidance_scale=opts.guidance_scale)
     metrics, samples = {}, []
     for name, run in (
-            ("comprehension", lambda: evaluate.comprehension(pipe_i, rows, opts.grids, progress, opts.samples)),
+            ("comprehension", lambda: evaluate.comprehension(pipe_i, rows, grids, progress, opts.samples)),
             ("text-to-image", lambda: evaluate.text_to_image(pipe_i, rows, side, sampler, opts.seed, progress,
                                                                opts.samples)),
             ("editing", lambda: evaluate.editing(pipe_edit, rows, side, sampler, opts.seed, progress, opts.samples)),

@@ -68,7 +68,8 @@ def grounding(scene: Scene, rng: random.Random) -> tuple[str, str] | None:
 def edit(scene: Scene, rng: random.Random, cfg: WorldConfig = WorldConfig()) -> tuple[str, Scene] | None:
     """(instruction, target scene) for one of: recolour, remove, add, move (None when none applies)."""
     unique = [o for o in scene.objects if _unique(scene, o)]
-    kinds = ["add"] + (["recolour", "move"] if unique else []) + (["remove"] if unique and len(scene.objects) > 1 else [])
+    kinds = ["add"] + (["recolour", "move"] if unique else [])
+    kinds += ["remove"] if unique and len(scene.objects) > 1 else []
     kind = rng.choice(kinds)
     if kind == "add":
         shape, colour = rng.choice(SHAPES), rng.choice(sorted(COLOURS))
