@@ -239,6 +239,12 @@ def shard_activation(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Ar
         x, logical_to_spec(logical_axes, mesh=mesh, shape=x.shape, name="activation"))
 
 
+def logical_axis_size(name: str, mesh: Mesh, rules: Rules | None = None) -> int:
+    """How many shards the mesh cuts a dimension with logical axis `name` into."""
+    axes = _mesh_axes(name, _ACTIVE_RULES.get() if rules is None else rules)
+    return math.prod(mesh.shape[a] for a in axes)
+
+
 def check_batch_divisible(batch_size: int, mesh: Mesh | None = None, rules: Rules | None = None,
                           *, field: str = "batch_size") -> None:
     """Fail early, naming `field`, if the mesh axes that shard the batch do not divide it.
@@ -249,7 +255,7 @@ def check_batch_divisible(batch_size: int, mesh: Mesh | None = None, rules: Rule
     if mesh.empty:
         return
     axes = _mesh_axes("batch", _ACTIVE_RULES.get() if rules is None else rules)
-    size = math.prod(mesh.shape[a] for a in axes)
+    size = logical_axis_size("batch", mesh, rules)
     if batch_size % size:
         raise ValueError(f"{field}={batch_size} is not divisible by the batch mesh axes "
                          f"{dict((a, mesh.shape[a]) for a in axes)} (product {size})")

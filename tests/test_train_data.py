@@ -11,7 +11,7 @@ import pytest
 import train_fixtures as F
 from configs.train_common import TINY_GRIDS
 from seedx_jax.agent.tokenizer import SeedXTokenizer
-from seedx_jax.data.examples import ExampleBuilder, ExampleSpec, Skip
+from seedx_jax.data.examples import ExampleBuilder, ExampleSpec, Skip, example_shapes
 from seedx_jax.data.formats import open_source
 from seedx_jax.data.pipeline import ExampleStream, GlobalOrder, Mixture, SourceSpec
 from seedx_jax.data.prepare import main as prepare_main
@@ -92,6 +92,15 @@ def test_edit_row(data, tok):
     np.testing.assert_array_equal(ex["cmp_pixels"], src.pixels)
     np.testing.assert_array_equal(ex["gen_pixels"][0], tgt.pixels[1])
     assert "make the red block green" in tok.decode(ex["input_ids"])
+
+
+@pytest.mark.parametrize("fmt,task", [("llava_jsonl", "vqa"), ("webdataset", "t2i"), ("edit_jsonl", "edit"),
+                                      ("webdataset", "detok_image"), ("edit_jsonl", "detok_edit")])
+def test_example_shapes_are_what_the_builder_yields(data, tok, fmt, task):
+    """The preflight compiles the step from `example_shapes` alone, without data: it must not drift."""
+    spec = dataclasses.replace(SPECS[fmt], task=task, resolution=32)
+    ex = ExampleBuilder(spec, tok)(_reader(data, fmt)[1], 0)
+    assert {k: (v.shape, v.dtype) for k, v in ex.items()} == example_shapes(spec)
 
 
 @pytest.mark.parametrize("fmt", ["llava_jsonl", "webdataset", "edit_jsonl"])

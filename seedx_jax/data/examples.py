@@ -69,6 +69,22 @@ class ExampleSpec:
         return 2 if self.task in ("t2i", "edit") else self.max_views
 
 
+def example_shapes(spec: ExampleSpec) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """{field: (shape, dtype)} of every example `ExampleBuilder(spec, ...)` yields (see the module doc)."""
+    f32, b = np.dtype(np.float32), np.dtype(bool)
+    s, r = spec.view_size, spec.resolution
+    if spec.task.startswith("detok"):
+        shapes = {"target": ((r, r, 3), f32), "view": ((s, s, 3), f32)}
+        if spec.task == "detok_edit":
+            shapes["source"] = ((r, r, 3), f32)
+        return shapes
+    length, k, g = (spec.max_length,), spec.cmp_slots, spec.gen_slots
+    return {"input_ids": (length, np.dtype(np.int32)), "labels": (length, np.dtype(np.int32)),
+            "attention_mask": (length, b), "ids_cmp_mask": (length, b), "ids_gen_mask": (length, b),
+            "cmp_pixels": ((k, s, s, 3), f32), "cmp_positions": ((k, 2), f32), "cmp_valid": ((k,), b),
+            "gen_pixels": ((g, s, s, 3), f32), "gen_valid": ((g,), b)}
+
+
 def _check_size(image: Image.Image, spec: ExampleSpec, name: str) -> None:
     w, h = image.size
     if min(w, h) < spec.min_resolution:

@@ -1,37 +1,22 @@
 """`python -m seedx_jax.train --config configs/<stage>.py --workdir DIR [--config.x=y ...]`.
 
-Multi-host: `jax.distributed.initialize` runs when `--coordinator` / `--num_processes` /
-`--process_id` (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID) are set, or with
-`--distributed=on` on TPU VMs and SLURM, where JAX finds them itself; `--distributed=off` never.
+Multi-host flags: `seedx_jax.train.distributed`. Run `python -m seedx_jax.preflight` with the same
+config on the target first: it checks the mesh, the batch split and the memory before a long compile.
 """
 import logging
-import os
 import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from seedx_jax.train import distributed
+
 config_flags.DEFINE_config_file("config", None, "a configs/<stage>.py file", lock_config=True)
 flags.DEFINE_string("workdir", None, "checkpoints, TensorBoard events and samples go here; an existing run resumes")
-flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"], "initialise jax.distributed (auto: when flags/env say)")
-flags.DEFINE_string("coordinator", os.environ.get("JAX_COORDINATOR_ADDRESS"), "host:port of process 0")
-flags.DEFINE_integer("num_processes", int(os.environ.get("JAX_NUM_PROCESSES", 0)) or None, "processes in the job")
-flags.DEFINE_integer("process_id", int(os.environ["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in os.environ else None,
-                     "this process's index")
+distributed.define_flags()
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
-
-
-def _init_distributed() -> None:
-    import jax
-
-    explicit = FLAGS.coordinator or FLAGS.num_processes or FLAGS.process_id is not None
-    if FLAGS.distributed == "off" or (FLAGS.distributed == "auto" and not explicit):
-        return
-    kwargs = {k: v for k, v in (("coordinator_address", FLAGS.coordinator), ("num_processes", FLAGS.num_processes),
-                                ("process_id", FLAGS.process_id)) if v is not None}
-    jax.distributed.initialize(**kwargs)
 
 
 def main(argv) -> int:
@@ -39,7 +24,7 @@ def main(argv) -> int:
     if not FLAGS["verbosity"].present:  # JAX's INFO lines (backend probing) are noise in a training log
         absl_logging.set_verbosity(absl_logging.WARNING)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-    _init_distributed()
+    distributed.initialize(FLAGS)
     from seedx_jax.data.pipeline import DataError
     from seedx_jax.train.build import TrainConfigError
     from seedx_jax.train.loop import train

@@ -78,9 +78,21 @@ def check_batches(config, mesh, rules) -> None:
         try:
             sharding.check_batch_divisible(src.micro_batch, mesh, rules, field=field)
         except ValueError as err:
-            raise TrainConfigError(str(err)) from None
+            raise TrainConfigError(f"{err}; {_multiples(src.micro_batch, batch_axes_size(mesh, rules))}") from None
         if src.micro_batch % jax.process_count():
-            raise TrainConfigError(f"{field}={src.micro_batch} is not divisible by the {jax.process_count()} processes")
+            raise TrainConfigError(f"{field}={src.micro_batch} is not divisible by the {jax.process_count()} "
+                                   f"processes; {_multiples(src.micro_batch, jax.process_count())}")
+
+
+def batch_axes_size(mesh, rules) -> int:
+    """How many ways the mesh splits a batch (the product of the `batch` logical axis's mesh axes)."""
+    return sharding.logical_axis_size("batch", mesh, rules)
+
+
+def _multiples(value: int, size: int) -> str:
+    below = value // size * size
+    options = " or ".join(str(v) for v in (below, below + size) if v > 0)
+    return f"use a multiple of {size} (e.g. {options}) and adjust config.train.accumulation to keep the global batch"
 
 
 def model_configs(config) -> dict:
@@ -102,10 +114,8 @@ def model_configs(config) -> dict:
     return cfgs
 
 
-def build_trainee(config, mesh, rules) -> nnx.Module:
-    """The ViT + agent or de-tokenizer, created sharded, then each part with a `config.init.<part>`
-    directory (a converted checkpoint) is loaded over it (parameters the checkpoint lacks, e.g. fresh
-    LoRA, keep their initial values)."""
+def trainee_init(config):
+    """A function building the stage's randomly initialised trainee (ViT + agent or de-tokenizer)."""
     cfgs = model_configs(config)
     seed = config.seed
 
@@ -115,8 +125,14 @@ def build_trainee(config, mesh, rules) -> nnx.Module:
         if "agent" in cfgs:
             return MLLMTrainee(vit, SeedXAgent(cfgs["agent"], rngs=rngs))
         return DetokTrainee(vit, Detokenizer(cfgs["detokenizer"], rngs=rngs))
+    return init
 
-    model = sharding.create_sharded(init, mesh, rules)
+
+def build_trainee(config, mesh, rules) -> nnx.Module:
+    """The ViT + agent or de-tokenizer, created sharded, then each part with a `config.init.<part>`
+    directory (a converted checkpoint) is loaded over it (parameters the checkpoint lacks, e.g. fresh
+    LoRA, keep their initial values)."""
+    model = sharding.create_sharded(trainee_init(config), mesh, rules)
     for part, path in config.init.items():
         if not path:
             continue
@@ -157,17 +173,23 @@ def _paths(name: str, pattern: str) -> list[str]:
     return paths
 
 
+def example_specs(config, view_size: int) -> dict[str, ExampleSpec]:
+    """Each data source's example shapes and filters, by source name."""
+    data = config.data
+    prompts = PromptLists(**{k: tuple(tuple(x) if isinstance(x, list) else x for x in v)
+                             for k, v in _dict(data.prompts).items()}) if data.get("prompts") else PromptLists()
+    return {name: ExampleSpec(task=src.task, max_length=src.max_length, view_size=view_size, max_views=src.max_views,
+                              grids=tuple(src.grids), resolution=src.resolution, min_resolution=src.min_resolution,
+                              min_aspect_ratio=src.min_aspect_ratio, similarity_threshold=src.similarity_threshold,
+                              prompts=prompts)
+            for name, src in data.sources.items()}
+
+
 def build_data(config, tokenizer: SeedXTokenizer | None, view_size: int) -> Mixture:
     """One ExampleStream per source (this process's shard of the global order) and their mixture."""
     data = config.data
     streams, specs = [], []
-    prompts = PromptLists(**{k: tuple(tuple(x) if isinstance(x, list) else x for x in v)
-                             for k, v in _dict(data.prompts).items()}) if data.get("prompts") else PromptLists()
-    for name, src in data.sources.items():
-        spec = ExampleSpec(task=src.task, max_length=src.max_length, view_size=view_size, max_views=src.max_views,
-                           grids=tuple(src.grids), resolution=src.resolution, min_resolution=src.min_resolution,
-                           min_aspect_ratio=src.min_aspect_ratio, similarity_threshold=src.similarity_threshold,
-                           prompts=prompts)
+    for (name, src), spec in zip(data.sources.items(), example_specs(config, view_size).values()):
         paths = _paths(name, src.paths)
         try:
             reader = open_source(src.format, paths, src.image_dir)

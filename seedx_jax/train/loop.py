@@ -81,9 +81,26 @@ def _global_batch(local: dict[str, np.ndarray], mesh, rules):
         shardings
 
 
+# fields a step's batch carries for counting only (the losses mask padding through the labels)
+COUNT_ONLY = ("attention_mask",)
+
+
+def step_recipe(config):
+    """(trainable-parameter filter, optimizer, loss function) of the config's stage."""
+    lora = model_configs(config).get("agent")
+    unet = config.train.get("unet_trainable", "attention_kv")  # de-tokenizer stages only
+    tx = make_optimizer(OptimConfig(**config.optim))
+    if config.stage in DETOK_STAGES:
+        loss_fn = detok_loss_fn(DetokLossConfig(cond_drop=config.detok_loss.cond_drop,
+                                                image_drop=config.detok_loss.image_drop))
+    else:
+        loss_fn = mllm_loss
+    return trainable(config.stage, lora and lora.llm.lora, unet), tx, loss_fn
+
+
 def _counts(local: dict[str, np.ndarray]) -> tuple[float, float]:
     """(real tokens, images) in this process's part of a step's batch."""
-    tokens = float(local.pop("attention_mask").sum()) if "attention_mask" in local else 0.0
+    tokens = float(local["attention_mask"].sum()) if "attention_mask" in local else 0.0
     if "cmp_valid" in local:
         images = float(local["cmp_valid"].sum() + local["gen_valid"].sum())
     else:
@@ -105,16 +122,9 @@ def train(config, workdir: str, *, log_stream=None) -> RunResult:
 
     with jax.set_mesh(mesh), sharding.use_rules(rules):
         model = build_trainee(config, mesh, rules)
-        lora = model_configs(config).get("agent")
-        unet = config.train.get("unet_trainable", "attention_kv")  # de-tokenizer stages only
-        graphdef, params, rest = split_trainable(model, trainable(config.stage, lora and lora.llm.lora, unet))
+        keep, tx, loss_fn = step_recipe(config)
+        graphdef, params, rest = split_trainable(model, keep)
         del model
-        tx = make_optimizer(optim_cfg)
-        if config.stage in DETOK_STAGES:
-            loss_fn = detok_loss_fn(DetokLossConfig(cond_drop=config.detok_loss.cond_drop,
-                                                    image_drop=config.detok_loss.image_drop))
-        else:
-            loss_fn = mllm_loss
         key = jax.random.PRNGKey(config.seed + 1)
         abstract = jax.eval_shape(lambda p: init_state(p, tx, key), params)
         state_sh, rest_sh = state_shardings(abstract, rest, tx, mesh, rules)
@@ -149,7 +159,7 @@ def train(config, workdir: str, *, log_stream=None) -> RunResult:
             for step in range(start, config.train.steps):
                 name, local = mixture.batch_for(step)
                 tokens, images = _counts(local)
-                batch, batch_sh = _global_batch(local, mesh, rules)
+                batch, batch_sh = _global_batch({k: v for k, v in local.items() if k not in COUNT_ONLY}, mesh, rules)
                 if sample_batch is None and config.stage in DETOK_STAGES:
                     sample_batch = {k: v[0, :config.train.sample_count] for k, v in local.items()}
                 if name not in compiled:
