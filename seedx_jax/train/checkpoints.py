@@ -7,17 +7,17 @@ checkpoint (a crash or kill mid-save) is never listed, and resume takes the newe
 """
 from __future__ import annotations
 
-import os
-
 import grain
 import orbax.checkpoint as ocp
+
+from seedx_jax.train import workdir as run_dir
 
 
 class TrainCheckpoints:
     def __init__(self, workdir: str, *, keep: int, keep_every: int = 0, async_save: bool = True):
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, keep_period=keep_every or None, create=True,
                                                enable_async_checkpointing=async_save)
-        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self.directory = f"{run_dir.resolve(workdir).rstrip('/')}/checkpoints"
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:

@@ -15,6 +15,8 @@ import time
 
 import jax
 
+from seedx_jax.train.workdir import file_exists, is_remote, read_text, write_file
+
 # dense bf16 TFLOP/s per chip / GPU, by `device_kind` prefix (longest match wins)
 PEAK_TFLOPS = {"TPU v4": 275.0, "TPU v5 lite": 197.0, "TPU v5e": 197.0, "TPU v5p": 459.0, "TPU v5": 459.0,
                "TPU v6 lite": 918.0, "TPU v6e": 918.0, "NVIDIA H100": 989.0, "NVIDIA H200": 989.0,
@@ -44,16 +46,25 @@ class MetricsLog:
     """`log(step, scalars)` writes TensorBoard events under `<workdir>/tensorboard`, a line of
     `<workdir>/metrics.jsonl` and one console line."""
 
+    # a remote metrics.jsonl is rewritten whole (no append on object stores), at most this often
+    REMOTE_UPLOAD_S = 60.0
+
     def __init__(self, workdir: str, total_steps: int, *, stream=None, enabled: bool = True):
         self.total, self.stream = total_steps, stream or sys.stderr
         self.enabled = enabled
         self._writer = self._jsonl = None
+        self._remote_lines: list[str] = []
+        self._uploaded = time.monotonic()
+        self._jsonl_path = f"{workdir.rstrip('/')}/metrics.jsonl"
         if enabled:
             from tensorboardX import SummaryWriter
 
-            os.makedirs(workdir, exist_ok=True)
-            self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
-            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+            self._writer = SummaryWriter(f"{workdir.rstrip('/')}/tensorboard", flush_secs=30)
+            if not is_remote(workdir):
+                os.makedirs(workdir, exist_ok=True)
+                self._jsonl = open(self._jsonl_path, "a")
+            elif file_exists(self._jsonl_path):  # resumed: keep the earlier lines
+                self._remote_lines = read_text(self._jsonl_path).splitlines(keepends=True)
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         if not self.enabled:
@@ -61,8 +72,14 @@ class MetricsLog:
         for name, value in scalars.items():
             if value is not None and math.isfinite(value):
                 self._writer.add_scalar(name, value, step)
-        self._jsonl.write(json.dumps({"step": step, **{k: v for k, v in scalars.items() if math.isfinite(v)}}) + "\n")
-        self._jsonl.flush()
+        line = json.dumps({"step": step, **{k: v for k, v in scalars.items() if math.isfinite(v)}}) + "\n"
+        if self._jsonl is not None:
+            self._jsonl.write(line)
+            self._jsonl.flush()
+        else:
+            self._remote_lines.append(line)
+            if time.monotonic() - self._uploaded > self.REMOTE_UPLOAD_S:
+                self._upload()
         self.stream.write(self.line(step, scalars) + "\n")
         self.stream.flush()
 
@@ -81,10 +98,17 @@ class MetricsLog:
                 parts.append(f"{label} {f.format(s[key])}")
         return "  ".join(parts)
 
+    def _upload(self) -> None:
+        write_file(self._jsonl_path, "".join(self._remote_lines).encode())
+        self._uploaded = time.monotonic()
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
-            self._jsonl.close()
+            if self._jsonl is not None:
+                self._jsonl.close()
+            else:
+                self._upload()
 
 
 class Throughput:

@@ -3,7 +3,7 @@ row) above what the current de-tokenizer draws from its ViT features (bottom row
 the source image as its condition), written as one PNG per step."""
 from __future__ import annotations
 
-import os
+import io
 
 import numpy as np
 from PIL import Image
@@ -11,6 +11,7 @@ from PIL import Image
 from seedx_jax.detokenizer.model import negative_features, to_uint8
 from seedx_jax.diffusion.sampling import SamplerConfig
 from seedx_jax.train.stages import DetokTrainee
+from seedx_jax.train.workdir import write_file
 from seedx_jax.vision.features import vit_down
 
 
@@ -24,8 +25,7 @@ def write_samples(path: str, model: DetokTrainee, batch: dict[str, np.ndarray], 
                             sampler=SamplerConfig(num_steps=num_steps), condition_images=condition, seed=seed)
     rows = [to_uint8(batch["target"]), to_uint8(images)]
     grid = np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp.png"
-    Image.fromarray(grid).save(tmp)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    Image.fromarray(grid).save(buf, format="PNG")
+    write_file(path, buf.getvalue())
     return path
