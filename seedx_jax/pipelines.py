@@ -14,6 +14,7 @@ from typing import NamedTuple, Sequence
 
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 from PIL import Image, ImageDraw
 
 from seedx_jax import tokens as T
@@ -28,6 +29,7 @@ from seedx_jax.detokenizer.model import Detokenizer, negative_features, to_uint8
 from seedx_jax.diffusion.sampling import SamplerConfig
 from seedx_jax.llama.generate import Sampling
 from seedx_jax.progress import Progress, reporting
+from seedx_jax.sharding import Rules
 from seedx_jax.vision.anyres import COMPREHENSION_GRIDS, EDIT_GRIDS, AnyResImage, image_transform, process_anyres
 from seedx_jax.vision.encode import ViewEncoder
 from seedx_jax.vision.image_io import ImageSource, load_image
@@ -83,18 +85,21 @@ class SeedX:
         self._negative = None
 
     @classmethod
-    def load(cls, path: str, *, template: str | None = None, progress: Progress | None = None) -> "SeedX":
-        """A pipeline directory written by `seedx_jax.checkpoint.save_pipeline`."""
+    def load(cls, path: str, *, template: str | None = None, progress: Progress | None = None,
+             mesh: Mesh | None = None, rules: Rules | None = None) -> "SeedX":
+        """A pipeline directory written by `seedx_jax.checkpoint.save_pipeline`; with `mesh`, every
+        parameter is restored straight into its sharding (a model larger than one device's memory)."""
         manifest = read_pipeline_manifest(path)
         dirs = {part: pipeline_component(path, manifest, part) for part in PIPELINE_PARTS}
         for part in ("tokenizer", "vit", "agent"):
             if not os.path.isdir(dirs[part]):
                 raise CheckpointError(f"{path} lacks its {part} directory ({dirs[part]})")
         tokenizer = SeedXTokenizer.from_dir(dirs["tokenizer"])
-        vit = load_model(dirs["vit"], "vit")
-        agent = load_model(dirs["agent"], "agent")
-        has_detokenizer = os.path.isdir(dirs["detokenizer"])
-        detokenizer = load_model(dirs["detokenizer"], "detokenizer") if has_detokenizer else None
+        vit = load_model(dirs["vit"], "vit", mesh=mesh, rules=rules)
+        agent = load_model(dirs["agent"], "agent", mesh=mesh, rules=rules)
+        detokenizer = None
+        if os.path.isdir(dirs["detokenizer"]):
+            detokenizer = load_model(dirs["detokenizer"], "detokenizer", mesh=mesh, rules=rules)
         return cls(tokenizer, vit, agent, detokenizer, template=template or manifest["template"], progress=progress)
 
     # -- inputs --------------------------------------------------------------------------------
