@@ -1,6 +1,7 @@
 """The launchers (issue 9): every script passes `bash -n` and shellcheck, prints its help, rejects bad
 arguments with one line, and its `--dry-run` prints the commands a real launch would run - config,
-workdir, worker selection and the JAX distributed environment checked here."""
+workdir, worker selection and the JAX distributed environment checked here. Multi-process (`make
+test-multiprocess`): the GPU launchers really start two processes that preflight and train together."""
 import os
 import shutil
 import subprocess
@@ -123,3 +124,69 @@ def test_gpu_hosts_dry_run_exports_coordinator_count_and_id():
     out = sh("launch/gpu_hosts.sh", "--coordinator", "10.0.0.1:1234", "--num-hosts", "2", "--host-id", "2",
              "--config", CONFIG, "--workdir", "/w", check=False)
     assert out.returncode == 2 and "--host-id=2 is not in 0..1" in out.stderr
+
+
+def _tiny_run_flags(data, steps=2):
+    """configs/sft_edit.py:tiny on the fixtures, 8 rows per micro-batch (2 processes x 4 devices)."""
+    return [f"--config.tokenizer={data['tokenizer']}", f"--config.data.sources.edit.paths={data['edit']}",
+            f"--config.data.sources.edit.image_dir={data['image_dir']}", "--config.data.sources.edit.micro_batch=8",
+            f"--config.train.steps={steps}", "--config.train.log_every=1"]
+
+
+def _two_process_env():
+    return {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    import train_fixtures
+
+    return train_fixtures.write_all(str(tmp_path_factory.mktemp("launch_data")))
+
+
+@pytest.mark.multiprocess
+def test_gpu_hosts_launches_two_hosts_that_preflight_and_train_together(data, tmp_path):
+    from processes import free_port, run_all
+
+    port, work = free_port(), tmp_path / "run"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    run_all([["bash", "-c", f"bash launch/gpu_hosts.sh --coordinator 127.0.0.1:{port} --num-hosts 2 --host-id {i} "
+              f"--python {sys.executable} --config configs/sft_edit.py:tiny --workdir {work} -- "
+              + " ".join(_tiny_run_flags(data)) + f" > {logs}/host{i}.txt 2>&1"] for i in range(2)],
+            timeout=600, cwd=ROOT, env=_two_process_env())
+    host0 = (logs / "host0.txt").read_text()
+    assert "devices: 8 in all (cpu; platform cpu) over 2 process(es)" in host0
+    assert "  process 1: 4 devices, ids " in host0 and "preflight: OK" in host0
+    assert (work / "checkpoints" / "2" / "data" / "process_1-of-2.json").exists()
+
+
+@pytest.mark.multiprocess
+def test_slurm_script_starts_one_task_per_node(data, tmp_path):
+    """A stand-in `srun` starts SLURM_NTASKS local tasks with their SLURM_PROCID and the --export list,
+    as SLURM would on two nodes; `scontrol` names this host first."""
+    from processes import free_port
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/sh\necho 127.0.0.1\necho 127.0.0.2\n")
+    (bin_dir / "srun").write_text(
+        "#!/usr/bin/env bash\n"
+        "exports=\"\"\n"
+        "while [[ $1 == --* ]]; do [[ $1 == --export=* ]] && exports=${1#--export=ALL,}; shift; done\n"
+        "pids=()\n"
+        "for ((i = 0; i < SLURM_NTASKS; i++)); do\n"
+        "  (IFS=,; for kv in $exports; do export \"${kv?}\"; done; SLURM_PROCID=$i \"$@\") &\n"
+        "  pids+=($!)\n"
+        "done\n"
+        "rc=0; for p in \"${pids[@]}\"; do wait \"$p\" || rc=1; done; exit $rc\n")
+    for tool in ("scontrol", "srun"):
+        (bin_dir / tool).chmod(0o755)
+    port, work = free_port(), tmp_path / "run"
+    env = {**_two_process_env(), "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_NODELIST": "n[1-2]",
+           "SLURM_NTASKS": "2"}
+    out = subprocess.run(["bash", "launch/slurm_gpu.sbatch", "--port", str(port), "--python", sys.executable,
+                          "--config", "configs/sft_edit.py:tiny", "--workdir", str(work), "--",
+                          *_tiny_run_flags(data)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "over 2 process(es)" in out.stdout and (work / "checkpoints" / "2").exists()
