@@ -70,8 +70,8 @@ class SourcePlan:
     micro_batch: int  # global rows per micro-batch
     per_process: int
     per_device: int
-    memory: MemoryEstimate | None = None
-    compile_s: float = 0.0
+    memory: MemoryEstimate
+    compile_s: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,7 +234,6 @@ def main(argv) -> int:
     del argv
     values = flags.FLAGS
     distributed.initialize(values)
-
     main_process = jax.process_index() == 0
 
     def say(text):
@@ -250,6 +249,7 @@ def main(argv) -> int:
         return 2
     say("preflight: OK")
     return 0
+
 
 if __name__ == "__main__":
     from absl import app, flags

@@ -1,6 +1,6 @@
-"""The shapes-world demo (issue 8): the scorers against oracle and wrong "models"; the whole driver end
-to end on its `--quick` setting runs by default in tests/test_notebooks.py (the demo notebook), its
-command line and determinism here in the slow suite."""
+"""The shapes-world demo (issue 8): the scorers against oracle and wrong "models"; in the slow suite, the
+whole driver end to end on its `--quick` setting (its command line here, `run_demo` through the demo
+notebook in tests/test_notebooks.py) and its determinism."""
 import json
 import os
 import random
@@ -105,8 +105,7 @@ def test_the_vit_standin_features_hold_the_image():
 
 @pytest.mark.slow
 def test_quick_demo_command_line(tmp_path):
-    """`python -m seedx_jax.demo --quick` (the notebook test runs the same demo through `run_demo` by
-    default): the report folder and its metrics, written atomically."""
+    """`python -m seedx_jax.demo --quick`: the report folder and its metrics, written atomically."""
     out = tmp_path / "report"
     done = subprocess.run([sys.executable, "-m", "seedx_jax.demo", "--quick", "--out", str(out)], cwd=ROOT,
                           capture_output=True, text=True)

@@ -1,9 +1,11 @@
 """The notebooks (issue 9) run top to bottom in a Jupyter kernel on CPU with their tiny settings and
-leave their outputs where they say (the kernel inherits conftest's 8 fake CPU devices)."""
+leave their outputs where they say (the kernel inherits conftest's 8 fake CPU devices). The shapes-demo
+notebook (the quick demo end to end) is in the slow suite."""
 import json
 import os
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,6 +58,7 @@ def test_finetune_trains_lora_on_a_mesh_and_exports_the_adapter(tmp_path):
     assert lora_b and all(abs(v).max() > 0 for v in lora_b)  # B starts at zero: these were trained
 
 
+@pytest.mark.slow  # ~3 min: every stage of the demo compiles and trains
 def test_shapes_demo_notebook_writes_the_report_and_loadable_models(tmp_path):
     """The quick demo through the notebook: every stage through the real training loop, the held-out
     evaluation and the report folder; the trained pipelines load back."""
