@@ -8,9 +8,10 @@ source: trainable parameters + optimizer state + frozen parameters + batch, and 
 batch stay abstract (`jax.eval_shape`): nothing is allocated, so a 13B configuration can be checked
 from a CPU host too (`--device_memory_gib` then gives the memory to check against).
 
-It fails (exit 2, one `preflight: error:` line, then advice) when a batch does not divide the mesh or
-the processes, an estimate exceeds the device memory, or (unless `--nocheck_files`) the tokenizer, a
-data glob or an init checkpoint is missing.
+It fails (exit 2, one `preflight: error:` line, then advice) when the launch environment names more
+processes than JAX runs (jax.distributed not initialised), a batch does not divide the mesh or the
+processes, an estimate exceeds the device memory, or (unless `--nocheck_files`) the tokenizer, a data
+glob or an init checkpoint is missing.
 """
 from __future__ import annotations
 
@@ -100,9 +101,31 @@ def describe_devices(max_hosts: int = 8) -> list[str]:
     slices = {getattr(d, "slice_index", 0) for d in devices}
     if len(slices) > 1:
         lines.append(f"  {len(slices)} slices (config.mesh.dcn_* sizes the mesh across them)")
-    if jax.local_device_count() != len(by_process[jax.process_index()]):
-        lines.append("  warning: this process sees fewer devices than it owns")
     return lines
+
+
+def expected_processes() -> tuple[int, str] | None:
+    """(processes, which setting says so) from the launch environment: the JAX variables, a SLURM task,
+    GKE's TPU worker list; None when nothing says."""
+    if os.environ.get("JAX_NUM_PROCESSES"):
+        return int(os.environ["JAX_NUM_PROCESSES"]), "JAX_NUM_PROCESSES"
+    if os.environ.get("SLURM_PROCID") and os.environ.get("SLURM_NTASKS"):
+        return int(os.environ["SLURM_NTASKS"]), "SLURM_NTASKS"
+    for name in ("TPU_PROCESS_ADDRESSES", "TPU_WORKER_HOSTNAMES"):
+        if os.environ.get(name):
+            return len(os.environ[name].split(",")), name
+    return None
+
+
+def check_processes() -> None:
+    """A host that should be one of several but runs alone would train its own copy on its own chips
+    (or hang at the first collective): the anchors' most reported multi-host start-up failure."""
+    expected = expected_processes()
+    if expected and expected[0] != jax.process_count():
+        raise PreflightError(f"{expected[1]} says {expected[0]} processes but JAX runs {jax.process_count()}: "
+                             "jax.distributed is not initialised on every host",
+                             "pass --distributed=on (the launchers in launch/ do), or --coordinator, "
+                             "--num_processes and --process_id, on every host")
 
 
 def device_memory_bytes(override_gib: float = 0.0) -> int | None:
@@ -201,6 +224,7 @@ def preflight(config, *, device_memory_gib: float = 0.0, check_files: bool = Tru
     devices = describe_devices()
     for line in devices:
         say(line)
+    check_processes()
     mesh = make_train_mesh(config.mesh)
     rules = sharding.rules_with_overrides(dict(config.sharding_rules))
     ways = batch_axes_size(mesh, rules)

@@ -43,6 +43,15 @@ def test_batch_that_does_not_divide_the_mesh_fails_before_compiling():
     assert "mesh: data=1 fsdp=8 tensor=1" in out.stdout and "compiling" not in out.stdout + out.stderr
 
 
+def test_a_host_started_without_jax_distributed_is_caught(monkeypatch):
+    """Inside a 2-task SLURM step, a process that did not join jax.distributed sees only itself."""
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    with pytest.raises(PreflightError, match="SLURM_NTASKS says 2 processes but JAX runs 1") as err:
+        preflight(sft_comp_gen.get_config("tiny"), say=lambda line: None)
+    assert "--distributed=on" in err.value.advice
+
+
 def test_missing_files_are_listed_with_the_setting_to_fix():
     config = sft_comp_gen.get_config("tiny")
     config.mesh.num_devices = 2
