@@ -54,7 +54,6 @@ done
 [[ -n "$CONFIG" ]] || die "--config is required"
 [[ -n "$WORKDIR" ]] || die "--workdir is required"
 
-
 ENV=(env "JAX_COORDINATOR_ADDRESS=$COORDINATOR" "JAX_NUM_PROCESSES=$NUM_HOSTS" "JAX_PROCESS_ID=$HOST_ID")
 FLAGS=(--config "$CONFIG" --distributed=on "${EXTRA[@]}")
 if [[ $PREFLIGHT -eq 1 ]]; then

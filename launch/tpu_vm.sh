@@ -42,7 +42,6 @@ CODE="copy" REPO="" REF="main" SETUP=1 PREFLIGHT=1 DETACH=0 LOGS_ONLY=0 DRY_RUN=
 REMOTE_DIR="seedx_jax" LOG_FILE="seedx_jax_train.log"
 EXTRA=()
 
-
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --tpu) TPU="${2:?--tpu needs a value}"; shift 2 ;;
@@ -78,8 +77,6 @@ if [[ $LOGS_ONLY -eq 0 ]]; then
   [[ -n "$WORKDIR" ]] || die "--workdir is required"
   [[ -f "${CONFIG%%:*}" ]] || die "--config ${CONFIG%%:*} is not a file of this checkout"
 fi
-
-# run CMD...: print it (shell-quoted), then run it unless --dry-run
 
 GCLOUD=(gcloud compute tpus tpu-vm)
 LOCATION=(--zone "$ZONE")
