@@ -160,10 +160,6 @@ def _shard_bytes(abstract, shardings) -> int:
     return total
 
 
-def _with_shardings(abstract, shardings):
-    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-
-
 def estimate_memory(config, mesh, rules, *, say=None) -> Iterator[SourcePlan]:
     """AOT-compile the train step of each source on abstract inputs and read XLA's memory analysis."""
     view_size = model_configs(config)["vit"].image_size
@@ -178,7 +174,7 @@ def estimate_memory(config, mesh, rules, *, say=None) -> Iterator[SourcePlan]:
         param_bytes = _shard_bytes(state.params, state_sh.params)
         opt_bytes = _shard_bytes(state.opt_state, state_sh.opt_state)
         frozen_bytes = _shard_bytes(rest, rest_sh)
-        state, rest = _with_shardings(state, state_sh), _with_shardings(rest, rest_sh)
+        state, rest = sharding.with_shardings(state, state_sh), sharding.with_shardings(rest, rest_sh)
         for name, spec in specs.items():
             micro = config.data.sources[name].micro_batch
             batch = {k: jax.ShapeDtypeStruct((accumulation, micro, *shape), dtype)
@@ -188,7 +184,7 @@ def estimate_memory(config, mesh, rules, *, say=None) -> Iterator[SourcePlan]:
                 say(f"compiling the {config.stage} step for source {name} (abstract inputs) ...")
             t0 = time.perf_counter()
             step = make_train_step(graphdef, loss_fn, tx, shardings=(state_sh, rest_sh), batch_sharding=batch_sh)
-            analysis = step.lower(state, rest, _with_shardings(batch, batch_sh)).compile().memory_analysis()
+            analysis = step.lower(state, rest, sharding.with_shardings(batch, batch_sh)).compile().memory_analysis()
             seconds = time.perf_counter() - t0
             total = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes - analysis.alias_size_in_bytes
                      + analysis.temp_size_in_bytes)

@@ -202,10 +202,12 @@ def abstract_model(init_fn: Callable[[], nnx.Module], mesh: Mesh, rules: Rules |
     No parameter memory is allocated; use it for AOT compiles and Orbax restores.
     """
     graphdef, abstract_state = nnx.split(nnx.eval_shape(init_fn))
-    shardings = state_shardings(abstract_state, mesh, rules)
-    abstract_state = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings)
-    return graphdef, abstract_state
+    return graphdef, with_shardings(abstract_state, state_shardings(abstract_state, mesh, rules))
+
+
+def with_shardings(abstract: Any, shardings: Any) -> Any:
+    """ShapeDtypeStructs of `abstract`'s leaves carrying the matching `shardings` (AOT inputs, restore targets)."""
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
 
 
 def create_sharded(init_fn: Callable[[], nnx.Module], mesh: Mesh, rules: Rules | None = None) -> nnx.Module:

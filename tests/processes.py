@@ -1,6 +1,12 @@
 """Several JAX processes on loopback for the multi-process tests: a free port and a watchdog run."""
+import os
 import socket
 import subprocess
+
+
+def cpu_env(devices: int) -> dict:
+    """This environment for a child JAX process on `devices` fake CPU devices."""
+    return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
 
 
 def free_port() -> int:

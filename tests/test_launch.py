@@ -133,10 +133,6 @@ def _tiny_run_flags(data, steps=2):
             f"--config.train.steps={steps}", "--config.train.log_every=1"]
 
 
-def _two_process_env():
-    return {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     import train_fixtures
@@ -146,7 +142,7 @@ def data(tmp_path_factory):
 
 @pytest.mark.multiprocess
 def test_gpu_hosts_launches_two_hosts_that_preflight_and_train_together(data, tmp_path):
-    from processes import free_port, run_all
+    from processes import cpu_env, free_port, run_all
 
     port, work = free_port(), tmp_path / "run"
     logs = tmp_path / "logs"
@@ -154,7 +150,7 @@ def test_gpu_hosts_launches_two_hosts_that_preflight_and_train_together(data, tm
     run_all([["bash", "-c", f"bash launch/gpu_hosts.sh --coordinator 127.0.0.1:{port} --num-hosts 2 --host-id {i} "
               f"--python {sys.executable} --config configs/sft_edit.py:tiny --workdir {work} -- "
               + " ".join(_tiny_run_flags(data)) + f" > {logs}/host{i}.txt 2>&1"] for i in range(2)],
-            timeout=600, cwd=ROOT, env=_two_process_env())
+            timeout=600, cwd=ROOT, env=cpu_env(4))
     host0 = (logs / "host0.txt").read_text()
     assert "devices: 8 in all (cpu; platform cpu) over 2 process(es)" in host0
     assert "  process 1: 4 devices, ids " in host0 and "preflight: OK" in host0
@@ -165,7 +161,7 @@ def test_gpu_hosts_launches_two_hosts_that_preflight_and_train_together(data, tm
 def test_slurm_script_starts_one_task_per_node(data, tmp_path):
     """A stand-in `srun` starts SLURM_NTASKS local tasks with their SLURM_PROCID and the --export list,
     as SLURM would on two nodes; `scontrol` names this host first."""
-    from processes import free_port
+    from processes import cpu_env, free_port
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -183,7 +179,7 @@ def test_slurm_script_starts_one_task_per_node(data, tmp_path):
     for tool in ("scontrol", "srun"):
         (bin_dir / tool).chmod(0o755)
     port, work = free_port(), tmp_path / "run"
-    env = {**_two_process_env(), "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_NODELIST": "n[1-2]",
+    env = {**cpu_env(4), "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_NODELIST": "n[1-2]",
            "SLURM_NTASKS": "2"}
     out = subprocess.run(["bash", "launch/slurm_gpu.sbatch", "--port", str(port), "--python", sys.executable,
                           "--config", "configs/sft_edit.py:tiny", "--workdir", str(work), "--",

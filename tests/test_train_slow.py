@@ -3,7 +3,6 @@ SIGTERM leaves a resumable checkpoint (slow), and 1 device, 8 devices as (2, 2, 
 4 devices follow the same loss trajectory (multiprocess). Commands: `make test-slow`,
 `make test-multiprocess`."""
 import json
-import os
 import pathlib
 import signal
 import subprocess
@@ -16,7 +15,7 @@ import pytest
 from PIL import Image
 
 import train_fixtures as F
-from processes import free_port, run_all
+from processes import cpu_env, free_port, run_all
 from configs.train_common import TINY_GRIDS
 from test_train import changed_leaves, run_stage
 
@@ -81,10 +80,6 @@ def _cli(data, workdir, *extra, config="configs/sft_edit.py:tiny"):
             "--config.train.checkpoint_every=100000", *extra]
 
 
-def _env(devices: int) -> dict:
-    return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
-
-
 def _edit_source(data):
     return [f"--config.data.sources.edit.paths={data['edit']}", f"--config.data.sources.edit.image_dir={data['image_dir']}"]
 
@@ -92,8 +87,8 @@ def _edit_source(data):
 @pytest.mark.slow
 def test_sigterm_leaves_a_resumable_checkpoint(data, tmp_path):
     work = tmp_path / "run"
-    proc = subprocess.Popen(_cli(data, work, "--config.train.steps=10000", *_edit_source(data)), cwd=ROOT, env=_env(1),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(_cli(data, work, "--config.train.steps=10000", *_edit_source(data)), cwd=ROOT,
+                            env=cpu_env(1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     metrics = work / "metrics.jsonl"
     deadline = time.time() + 300
     while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
@@ -105,7 +100,7 @@ def test_sigterm_leaves_a_resumable_checkpoint(data, tmp_path):
     step = int(out.split("preempted at step ")[1].split(";")[0])
     assert (work / "checkpoints" / str(step) / "state").is_dir()
     resumed = subprocess.run(_cli(data, work, f"--config.train.steps={step + 2}", *_edit_source(data)), cwd=ROOT,
-                             env=_env(1), capture_output=True, text=True, timeout=300)
+                             env=cpu_env(1), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0 and f"done at step {step + 2}" in resumed.stderr, resumed.stderr
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
     assert steps[-2:] == [step + 1, step + 2] and steps.count(step + 1) == 1
@@ -136,7 +131,7 @@ def test_one_device_eight_devices_and_two_processes_agree(data, tmp_path):
             "--config.optim.learning_rate=0.001", "--config.train.accumulation=1",
             *_comp_gen_source(data, micro), f"--coordinator=127.0.0.1:{port}", "--num_processes=2"]
     run_all([_cli(data, work, *args, f"--process_id={i}", config="configs/sft_comp_gen.py:tiny") for i in range(2)],
-            timeout=600, cwd=ROOT, env=_env(4))
+            timeout=600, cwd=ROOT, env=cpu_env(4))
     runs["2x4"] = [json.loads(line)["loss/loss"] for line in (work / "metrics.jsonl").read_text().splitlines()]
     print({k: np.round(v, 6).tolist() for k, v in runs.items()})
     np.testing.assert_allclose(runs[8], runs[1], rtol=1e-5)

@@ -43,8 +43,9 @@ def bucket(tmp_path, monkeypatch):
     return tmp_path / "bucket", events
 
 
-def test_remote_metrics_are_uploaded_whole_and_kept_on_resume(bucket):
+def test_remote_metrics_are_uploaded_whole_and_kept_on_resume(bucket, tmp_path, monkeypatch):
     root, events = bucket
+    monkeypatch.chdir(tmp_path)  # a URL mistaken for a local path would appear here
     log = MetricsLog("gs://bucket/run", 4, stream=open(os.devnull, "w"))
     log.log(1, {"loss/loss": 2.0})
     log.log(2, {"loss/loss": 1.5})

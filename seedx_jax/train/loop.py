@@ -135,8 +135,7 @@ def train(config, workdir: str, *, log_stream=None) -> RunResult:
                                        async_save=config.train.async_checkpoints)
         start = checkpoints.latest_step() or 0
         if start:
-            target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sh)
-            state, record = checkpoints.restore(start, target, mixture)
+            state, record = checkpoints.restore(start, sharding.with_shardings(abstract, state_sh), mixture)
             if record.get("stage") != config.stage:
                 raise TrainConfigError(f"{workdir} holds a {record.get('stage')} run; config.stage is {config.stage}")
             if main:
