@@ -2,10 +2,10 @@
 
     .venv/bin/python bench/bench_agent_decode.py [--layers 4 --hidden 512 --new-tokens 64 ...]
 
-Both sides decode the official way (SEEDX.md §5.5): a multimodal prompt (BOS, text, one 1x1 any-res
+Both sides decode the official way (src/models/mllm/seed_x.py): a multimodal prompt (BOS, text, one 1x1 any-res
 image = 132 tokens whose placeholders carry resampled image features, text) prefilled from
 inputs_embeds, greedy, with the image-token forcing processor and the hidden states of every step
-kept. The torch side is transformers' eager Llama with a `LogitsProcessor` written from §5.5 and
+kept. The torch side is transformers' eager Llama with a `LogitsProcessor` written from generation.py and
 `output_hidden_states`, as the official code calls it. Reported: time to first token (embedding +
 prefill + first token) and decode throughput at batch 1 and 8; ratio torch/jax (> 1: we are faster).
 """
@@ -40,7 +40,7 @@ EOS = 2
 
 
 class TorchImageForcing(LogitsProcessor):
-    """The official AutoImageTokenGenerationProcessor (§5.5): max + 10 forcing, 0.0 suppression."""
+    """The official AutoImageTokenGenerationProcessor: max + 10 forcing, 0.0 suppression."""
 
     def __init__(self, span):
         self.span = list(span)

@@ -1,4 +1,4 @@
-"""De-tokenizer stage 1 (SEEDX.md §1.2, §9): ResamplerXLV2 + every SDXL U-Net to_k / to_v trained to
+"""De-tokenizer stage 1 (docs/detokenizer.md): ResamplerXLV2 + every SDXL U-Net to_k / to_v trained to
 draw images from their ViT features. The training loop is not released: data, batch, resolution and
 learning rate are [UNKNOWN] (ours: 1024 px centre crops of captioned images, 64 per step, lr 1e-4).
 `:tiny` for CPU."""

@@ -1,4 +1,4 @@
-"""De-tokenizer stage 2 (SEEDX.md §1.2, §9.7): the whole SDXL U-Net with the 8-channel conv_in and
+"""De-tokenizer stage 2 (docs/detokenizer.md): the whole SDXL U-Net with the 8-channel conv_in and
 ResamplerXLV2, conditioned on the target's ViT features and the source image's VAE latent (edit
 pairs). Not released: data, batch and learning rate are [UNKNOWN] (ours: 1024 px, 64 per step,
 lr 1e-5 for the full U-Net). `:tiny` for CPU."""

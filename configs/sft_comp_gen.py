@@ -1,4 +1,4 @@
-"""SEED-X-I instruction tuning (scripts/train_seed_x_sft_comp_gen.sh, SEEDX.md §11): ShareGPT4V
+"""SEED-X-I instruction tuning (scripts/train_seed_x_sft_comp_gen.sh, docs/training_recipe.md): ShareGPT4V
 conversations (any-res, 8 grids) 0.75 + Unsplash text-to-image pairs 0.25, micro-batches 2 and 8 per
 GPU on 8 GPUs, accumulation 2, lr 1e-4, 20000 steps. `:tiny` for CPU smoke runs."""
 from configs import train_common as tc

@@ -1,4 +1,4 @@
-"""SEED-X-Edit instruction tuning (scripts/train_seed_x_sft_edit.sh, SEEDX.md §11): SEED-Data-Edit
+"""SEED-X-Edit instruction tuning (scripts/train_seed_x_sft_edit.sh, docs/training_recipe.md): SEED-Data-Edit
 part 1 OpenImages 2/3 + Unsplash 1/3, single-turn edits, micro-batch 6 per GPU on 8 GPUs, max length
 320, accumulation 2, lr 1e-4, 20000 steps. `:tiny` for CPU smoke runs."""
 from configs import train_common as tc

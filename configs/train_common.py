@@ -53,7 +53,7 @@ def base(stage: str, tiny: bool) -> ml_collections.ConfigDict:
 
 
 def mllm(stage: str, tiny: bool) -> ml_collections.ConfigDict:
-    """Pre-training / instruction tuning: LoRA r=32 alpha=32 on SEED-X's LLM (SEEDX.md §11.1)."""
+    """Pre-training / instruction tuning: LoRA r=32 alpha=32 on SEED-X's LLM (docs/training_recipe.md)."""
     c = base(stage, tiny)
     if tiny:
         c.model.agent = dict(preset="tiny")
@@ -72,7 +72,7 @@ def detok(stage: str, tiny: bool) -> ml_collections.ConfigDict:
     preset = {"detok_stage1": "stage1", "detok_stage2": "stage2"}[stage]
     c.model.detokenizer = dict(preset=f"tiny{'_edit' if stage == 'detok_stage2' else ''}") if tiny else dict(
         preset=preset, unet=dict(dtype="bfloat16", remat="full"))
-    c.init.detokenizer = ""  # stage 2 may start from a stage-1 checkpoint: conv_in is widened (SEEDX.md §9.7)
+    c.init.detokenizer = ""  # stage 2 may start from a stage-1 checkpoint: conv_in is widened (as official)
     # stage 1: "attention_kv" (SEED-X, over pretrained SDXL) or "all" (a U-Net with no pretraining)
     c.train.unet_trainable = "attention_kv"
     c.detok_loss = ml_collections.ConfigDict(dict(cond_drop=0.1, image_drop=0.1))  # [UNKNOWN] CFG dropout

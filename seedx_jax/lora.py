@@ -1,4 +1,4 @@
-"""LoRA as SEED-X uses it (peft semantics, SEEDX.md §6.4): config, trainable filter, merge/unmerge.
+"""LoRA as SEED-X uses it (peft 0.4.0 semantics, docs/llm.md): config, trainable filter, merge/unmerge.
 
 Trainable in SEED-X instruction tuning: LoRA A/B on q,k,v,o,gate,up,down; every module whose name
 ends with an entry of `modules_to_save` (peft's plain `endswith`, so "norm" hits every RMSNorm);

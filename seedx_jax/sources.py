@@ -303,7 +303,7 @@ _LORA = re.compile(r"(.*)\.lora_([AB])(?:\.default)?\.weight")
 
 
 class MergedLora:
-    """peft LoRA folded into the base weights on read: `W + scaling * B @ A` (SEEDX.md §6.4), computed
+    """peft LoRA folded into the base weights on read: `W + scaling * B @ A` (docs/llm.md#lora), computed
     in float32 and cast back to W's dtype. The consumed `lora_A/B` keys are listed in `merged`."""
 
     def __init__(self, source: TensorSource, scaling: float):

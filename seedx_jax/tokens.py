@@ -1,4 +1,5 @@
-"""SEED-X's added token strings (SEEDX.md §7.2) and the prompt text of an any-res image (§2.6)."""
+"""SEED-X's added token strings and the prompt text of an any-res image (docs/tokenizer.md,
+docs/architecture.md#prompt-text-of-an-image)."""
 
 IMG_START, IMG_END = "<img>", "</img>"
 PATCH_START, PATCH_END = "<patch>", "</patch>"
@@ -21,7 +22,7 @@ def anyres_image_text(num_tiles: int, num_image_tokens: int = NUM_IMAGE_TOKENS) 
     return (PATCH_START + placeholders + PATCH_END) * num_tiles + IMG_START + placeholders + IMG_END
 
 BOX_START, BOX_END = "<box_start>", "<box_end>"
-NUM_LOC_BINS = 224  # <loc-0>..<loc-223>: box coordinates in 1/224 of the image size (§7.4)
+NUM_LOC_BINS = 224  # <loc-0>..<loc-223>: box coordinates in 1/224 of the image size (docs/tokenizer.md)
 
 
 def loc_token(k: int) -> str:

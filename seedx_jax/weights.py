@@ -50,7 +50,7 @@ SPLIT_QKV = Transform(lambda packed: tuple(part.T for part in np.split(packed, 3
 
 
 def split_qkv_interleaved(heads: int) -> Transform:
-    """Qwen `VisualAttention.in_proj`: rows grouped per head as [q_h; k_h; v_h] (SEEDX.md §3.3)."""
+    """Qwen `VisualAttention.in_proj`: rows grouped per head as [q_h; k_h; v_h] (qwen_visual.py)."""
 
     def forward(packed):
         width = packed.shape[0] // 3

@@ -40,7 +40,7 @@ class TorchAgent(nn.Module):
         self.cfg = cfg
 
     def embed(self, input_ids, ids_cmp_mask, cmp_features, cmp_positions):
-        """SEEDX.md §5.3: resample, add (x P0 + y P1 + (1-x) P2 + (1-y) P3) / 2, overwrite in place."""
+        """seed_x.py: resample, add (x P0 + y P1 + (1-x) P2 + (1-y) P3) / 2, overwrite in place."""
         embeds = self.llm.get_input_embeddings()(input_ids).clone()
         if cmp_features is not None:
             feats = self.input_resampler(cmp_features)
@@ -50,7 +50,7 @@ class TorchAgent(nn.Module):
         return embeds
 
     def forward(self, input_ids, ids_cmp_mask, cmp_features, cmp_positions, ids_gen_mask, gen_targets, labels):
-        """SEEDX.md §5.4: LM loss of the LLM + 6 x MSE(output_resampler(h[ids_gen]), avg_pool1d(target, 4))."""
+        """seed_x.py: LM loss of the LLM + 6 x MSE(output_resampler(h[ids_gen]), avg_pool1d(target, 4))."""
         embeds = self.embed(input_ids, ids_cmp_mask, cmp_features, cmp_positions)
         out = self.llm(inputs_embeds=embeds, labels=labels, output_hidden_states=True)
         hidden = out.hidden_states[-1]

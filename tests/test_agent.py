@@ -1,5 +1,5 @@
 """SeedXAgent forward vs a PyTorch statement (transformers LlamaForCausalLM fed inputs_embeds + torch
-resamplers, SEEDX.md §5.3-5.4) loading the same released-layout weights, fp32."""
+resamplers, as src/models/mllm/seed_x.py) loading the same released-layout weights, fp32."""
 import jax
 import jax.numpy as jnp
 import numpy as np

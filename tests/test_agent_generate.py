@@ -1,5 +1,5 @@
 """SEED-X generation: the jitted decode loop with image-token forcing vs a step-by-step PyTorch
-reference (full transformers forward every step, the official forcing rules of SEEDX.md §5.5)."""
+reference (full transformers forward every step, the official forcing rules of src/models/mllm/generation.py)."""
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -19,7 +19,7 @@ TOL = 1e-4
 
 
 def reference_generate(ref, prompt, cmp_mask, feats, positions, max_new):
-    """Greedy, one full forward per step; `AutoImageTokenGenerationProcessor` written from §5.5."""
+    """Greedy, one full forward per step; `AutoImageTokenGenerationProcessor` written from the official rules."""
     with torch.no_grad():
         ids = torch.tensor(prompt)[None]
         args = (None, None, None) if feats is None else (torch.tensor(cmp_mask)[None], torch.tensor(feats),

@@ -15,7 +15,7 @@ STD = torch.tensor([0.26862954, 0.26130258, 0.27577711])[:, None, None]
 
 
 def reference_choice(w0, h0, grids):
-    """The selection rules of SEEDX.md §2.3, stated with sort keys (earlier candidate wins ties)."""
+    """The selection rules of `process_anyres_image`, stated with sort keys (earlier candidate wins ties)."""
     cands = [(int(a) * 448, int(b) * 448) for a, b in (g.split("x") for g in grids)]
 
     def fit_key(i):
@@ -40,7 +40,7 @@ def torch_pixels(image: Image.Image) -> np.ndarray:
     return ((x - MEAN) / STD).permute(1, 2, 0).numpy()
 
 
-# (W0, H0) -> (W, H) from the worked examples of SEEDX.md §2.3
+# (W0, H0) -> (W, H) worked out by hand (docs/architecture.md#grid-selection)
 WORKED = {(448, 448): (448, 448), (640, 480): (448, 448), (300, 200): (448, 448),
           (1280, 720): (896, 448), (1920, 1080): (896, 448), (1080, 1920): (448, 896),
           (800, 600): (896, 896), (1024, 1024): (896, 896), (3000, 1000): (1344, 448),
@@ -97,7 +97,7 @@ def test_prompt_text_layout():
     text = tokens.anyres_image_text(2)
     placeholders = "".join(f"<img_{i:05d}>" for i in range(64))
     assert text == ("<patch>" + placeholders + "</patch>") * 2 + "<img>" + placeholders + "</img>"
-    assert text.count("<") == 66 * 3  # 66 tokens per view (SEEDX.md Appendix A)
+    assert text.count("<") == 66 * 3  # 66 tokens per view
 
 
 def test_vit_down_and_patch_position_term():

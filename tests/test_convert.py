@@ -64,7 +64,7 @@ def save_llm_folder(model: torch.nn.Module, folder, *, bin_file: bool = False, d
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
-    """A tiny SEED-X release tree (SEEDX.md §10.1) and the torch models it was written from."""
+    """A tiny SEED-X release tree (docs/release_tree.md) and the torch models it was written from."""
     root = tmp_path_factory.mktemp("release")
     (root.parent / "vit.json").write_text(json.dumps(VIT.to_dict()))
     torch.manual_seed(0)
@@ -190,7 +190,7 @@ def test_agent_release_form_converts_and_round_trips(release, tmp_path):
 
 @pytest.fixture(scope="module")
 def peft_agent(release, tmp_path_factory):
-    """A user's SFT checkpoint: zero-to-fp32 of the whole agent with peft 0.4 names (SEEDX.md §6.4):
+    """A user's SFT checkpoint: zero-to-fp32 of the whole agent with peft 0.4 names (docs/llm.md):
     `llm.base_model.model.*`, lora_A/B.default, norms as modules_to_save.default + original_module."""
     agent = TorchAgent(AGENT, seed=3).float().eval()
     agent.llm = get_peft_model(agent.llm, PeftLoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,

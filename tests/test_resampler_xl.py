@@ -45,6 +45,6 @@ def test_outputs_match_torch(pair, length):
 
 def test_release_size_and_bad_width():
     full = nnx.eval_shape(lambda: ResamplerXL(ResamplerXLConfig.preset("seedx_detokenizer"), rngs=nnx.Rngs(0)))
-    assert sum(x.size for x in jax.tree.leaves(nnx.state(full))) == 61_245_696  # SEEDX.md §1.1
+    assert sum(x.size for x in jax.tree.leaves(nnx.state(full))) == 61_245_696  # docs/architecture.md#components
     with pytest.raises(ValueError, match=r"features must be \[N, L, 16\], got shape \(1, 4, 15\)"):
         ResamplerXL(CFG, rngs=nnx.Rngs(0))(jnp.zeros((1, 4, 15)))

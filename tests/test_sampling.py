@@ -3,7 +3,7 @@
 - Stage 1: diffusers' StableDiffusionXLPipeline fed precomputed prompt_embeds / pooled_prompt_embeds
   (no text encoders), 4 guided steps, output_type="latent"; Euler (the SDXL scheduler), DDIM and
   DPM-Solver++ swapped in with `from_config`. Bound: 1e-3 relative on the final latents (issue 4).
-- Stage 2: a PyTorch loop written from SEEDX.md §9.7 around diffusers' U-Net and Euler scheduler
+- Stage 2: a PyTorch loop written from docs/detokenizer.md around diffusers' U-Net and Euler scheduler
   (3-way guidance in x0 space, condition latent in channels 4-7). Bound 1e-3 relative.
 """
 import jax.numpy as jnp
@@ -70,7 +70,7 @@ def test_stage1_guided_sampling_matches_sdxl_pipeline(pair, solver, scheduler_cl
 
 
 def torch_edit_loop(unet, scheduler, pos, neg, cond_latents, noise, steps, text_scale, image_scale):
-    """SEEDX.md §9.7 as a PyTorch statement: batch [pos/cond, neg/cond, neg/zeros], x0-space guidance."""
+    """Official stage-2 sampling as a PyTorch statement: batch [pos/cond, neg/cond, neg/zeros], x0-space guidance."""
     t = lambda a: torch.tensor(np.asarray(a))  # noqa: E731
     scheduler.set_timesteps(steps)
     ctx = torch.cat([t(pos.context), t(neg.context), t(neg.context)])

@@ -34,7 +34,7 @@ def test_schedule_is_identical(steps, spacing):
 def test_alphas_cumprod_and_fact_sheet_values():
     np.testing.assert_allclose(alphas_cumprod(NoiseScheduleConfig()),
                                EulerDiscreteScheduler(**SDXL).alphas_cumprod.numpy(), rtol=3e-7, atol=0)
-    s = euler_schedule(NoiseScheduleConfig(), 50)  # SEEDX.md §9.6
+    s = euler_schedule(NoiseScheduleConfig(), 50)  # docs/detokenizer.md#euler-scheduler
     assert s.timesteps[0] == 981 and s.timesteps[-1] == 1 and np.all(np.diff(s.timesteps) == -20)
     np.testing.assert_allclose(s.sigmas[:3], [13.1204, 11.6761, 10.4251], atol=1e-4)
     np.testing.assert_allclose(s.sigmas[-4:], [0.2018, 0.1415, 0.0413, 0.0], atol=1e-4)
@@ -62,7 +62,7 @@ def test_edit_guidance_matches_the_formula():
     rng = np.random.default_rng(1)
     eps_t, eps_i, eps_u, x = (rng.normal(size=(1, 4, 6, 6)) for _ in range(4))
     sigma = 3.7
-    # SEEDX.md §9.7, written in eps space (equal because the coefficients sum to 1)
+    # SEED-X-Edit guidance, written in eps space (equal because the coefficients sum to 1)
     want = eps_u + 7.5 * (eps_t - eps_i) + 1.5 * (eps_i - eps_u)
     got = edit_guidance(*(jnp.asarray(a, jnp.float32) for a in (eps_t, eps_i, eps_u, x)), jnp.float32(sigma))
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)

@@ -1,4 +1,4 @@
-"""SEED-X training sequences (SEEDX.md §11.4), token by token: ids, labels, masks of one example per
+"""SEED-X training sequences (docs/training_recipe.md), token by token: ids, labels, masks of one example per
 builder, written out here from the rules (not from the builders' code), plus truncation and drops."""
 import numpy as np
 import pytest

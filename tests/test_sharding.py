@@ -171,7 +171,7 @@ def test_llama2_13b_lora_train_step_compiles_fsdp_sharded():
     graphdef, abstract = sharding.abstract_model(lambda: LlamaForCausalLM(cfg, rngs=nnx.Rngs(0)), mesh)
     base = sum(x.size for x in jax.tree.leaves(nnx.state(abstract, nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam)))))
     total = sum(x.size for x in jax.tree.leaves(abstract))
-    assert base == 13_019_243_520  # SEEDX.md §1.1
+    assert base == 13_019_243_520  # docs/architecture.md#components
     assert total - base == 40 * 32 * (4 * (5120 + 5120) + 3 * (5120 + 13824))  # LoRA r=32, 7 targets
 
     graphdef, trainable, rest = nnx.split(nnx.merge(graphdef, abstract), trainable_filter(cfg.lora), ...)

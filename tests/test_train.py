@@ -193,7 +193,7 @@ def test_cli_exits_2_with_one_line_for_a_bad_config(data, tmp_path):
 
 
 def test_stage2_starts_from_a_stage1_checkpoint(data, tmp_path):
-    """SEEDX.md §9.7: the stage-1 conv_in kernel fills input channels 0..3 of the 8-channel one, the
+    """As SDXLAdapterWithLatentImage: the stage-1 conv_in kernel fills input channels 0..3 of the 8-channel one, the
     latent-image channels start at zero; every other parameter is the stage-1 one."""
     from seedx_jax.checkpoint import save_model
     from seedx_jax.detokenizer.model import Detokenizer, DetokenizerConfig

@@ -1,5 +1,5 @@
 """Training data (issue 7): every official format read from fixtures written here, labels masked as
-SEEDX.md §11.4 token by token, ArrayRecord shards from `prepare` giving the same examples, bad samples
+the official builders token by token, ArrayRecord shards from `prepare` giving the same examples, bad samples
 skipped with their location, and the data order/iterator state the resume and multi-host runs rely on."""
 import dataclasses
 import json

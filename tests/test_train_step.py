@@ -27,7 +27,7 @@ OPT = OptimConfig(learning_rate=1e-2, warmup_steps=2, total_steps=10, max_grad_n
 A, MICRO, T = 2, 2, 13
 
 
-def seedx_lambda(step):  # src/train/schedular.py as SEEDX.md §11.1 states it
+def seedx_lambda(step):  # src/train/schedular.py (docs/training_recipe.md)
     if step < OPT.warmup_steps:
         return step / OPT.warmup_steps
     p = (step - OPT.warmup_steps) / (OPT.total_steps - OPT.warmup_steps)

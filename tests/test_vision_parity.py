@@ -40,7 +40,7 @@ def test_bicubic_sanity_values_and_sincos_halves():
     m = np.zeros((16, 8))
     for tap in range(4):  # repeated (clamped) border taps add up
         np.add.at(m, (np.arange(16), idx[:, tap]), weights[:, tap])
-    # SEEDX.md §3.4
+    # check values of docs/architecture.md#position-table-interpolation
     np.testing.assert_allclose(m[0, :2], [1.10546875, -0.10546875], atol=1e-7)
     np.testing.assert_allclose(m[1, :3], [0.7734375, 0.26171875, -0.03515625], atol=1e-7)
     table = sincos_2d(16, 4)
@@ -77,7 +77,7 @@ def vit_pair():
     torch.manual_seed(0)
     ref = randomize_(TorchQwenViT(cfg))
     state = _numpy_state(ref)
-    assert len(state) == 4 + 12 * cfg.layers + 11 + 3  # SEEDX.md §3.5 tensor count
+    assert len(state) == 4 + 12 * cfg.layers + 11 + 3  # docs/checkpoints.md#vit-keys
     return cfg, ref, state
 
 

@@ -1,4 +1,4 @@
-"""Real-size structure (parameter counts of SEEDX.md §1.1) and sharding of the vision modules."""
+"""Real-size structure (parameter counts of docs/architecture.md) and sharding of the vision modules."""
 import jax
 import jax.numpy as jnp
 import numpy as np

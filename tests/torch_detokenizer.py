@@ -1,4 +1,4 @@
-"""PyTorch statement of ResamplerXLV2 (SEEDX.md §9.2); `state_dict()` gives the released `resampler.*` keys."""
+"""PyTorch statement of ResamplerXLV2 (SEED-X resampler.py); `state_dict()` gives the released `resampler.*` keys."""
 import torch
 import torch.nn.functional as F
 from torch import nn

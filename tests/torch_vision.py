@@ -1,6 +1,6 @@
-"""PyTorch statement of the Qwen-VL ViT + attention pool and the Resampler (SEEDX.md §3, §4).
+"""PyTorch statement of the Qwen-VL ViT + attention pool and the Resampler (Qwen-VL's qwen_visual.py).
 
-Written from the fact sheet with torch primitives; `state_dict()` gives the released key layout.
+Written from docs/architecture.md with torch primitives; `state_dict()` gives the released key layout.
 """
 import math
 from collections import OrderedDict
@@ -50,7 +50,7 @@ class TorchResampler(nn.Module):
 
 
 class TorchVisualAttention(nn.Module):
-    """in_proj rows are head-interleaved: per head [q; k; v] (SEEDX.md §3.3)."""
+    """in_proj rows are head-interleaved: per head [q; k; v] (`VisualAttention`)."""
 
     def __init__(self, width, heads):
         super().__init__()

@@ -1,4 +1,4 @@
-"""Bounding boxes as SEED-X location tokens (SEEDX.md §7.4).
+"""Bounding boxes as SEED-X location tokens (docs/tokenizer.md#bounding-boxes).
 
 A box is `<box_start><loc-X><loc-Y><loc-W><loc-H><box_end>`: centre and size, each an integer bin
 0..223 in units of 1/224 of the ORIGINAL image width (X, W) or height (Y, H).
@@ -18,7 +18,7 @@ _LOC_RE = re.compile(r"<loc-(\d+)>")
 
 
 def _to_bin(value: float, size: int, rounding: str) -> int:
-    # The released grounding data's quantisation is [UNKNOWN] (§7.4); floor (default) or round, clamped.
+    # How the grounding targets were quantised is not in the released code; floor (default) or round, clamped.
     scaled = value / size * T.NUM_LOC_BINS
     b = math.floor(scaled) if rounding == "floor" else round(scaled)
     return min(max(int(b), 0), T.NUM_LOC_BINS - 1)

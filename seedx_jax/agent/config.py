@@ -1,4 +1,4 @@
-"""The agent (`ContinuousLVLM`, SEEDX.md §5): LLM + input/output resamplers + patch position table."""
+"""The agent (`ContinuousLVLM`, src/models/mllm/seed_x.py): LLM + input/output resamplers + patch position table."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,7 +15,7 @@ class AgentConfig(ConfigBase):
     input_resampler: ResamplerConfig = INPUT_RESAMPLER  # ViT [N, 256, C] -> [N, 64, D]
     output_resampler: ResamplerConfig = OUTPUT_RESAMPLER  # hidden [N, 64, D] -> [N, 64, C]
     add_patch_pos: bool = True
-    vit_down_pool: int = 4  # generation targets: mean of 4 consecutive ViT tokens (§5.4)
+    vit_down_pool: int = 4  # generation targets: mean of 4 consecutive ViT tokens (`vit_down`)
     lm_loss_scale: float = 1.0
     rec_loss_scale: float = 6.0
 

@@ -1,4 +1,4 @@
-"""SEED-X generation (SEEDX.md §5.5): multimodal prefill, decoding with image-token forcing, and the
+"""SEED-X generation (`ContinuousLVLM.generate`): multimodal prefill, decoding with image-token forcing, and the
 regressed features of every generated image.
 
 Forcing (`AutoImageTokenGenerationProcessor`): when the last token is `<img>` or image token k < 63,
@@ -7,7 +7,7 @@ tokens and `</img>` are set to `suppress_value`. Differences from the official p
 * the official one forces by raising the target to `max + 10`; we also set every other logit to
   -inf. Under greedy decoding (the released setting) the chosen ids are identical; under sampling
   ours still guarantees the complete 64-token span.
-* `suppress_value` defaults to the official 0.0 (§12.12: an image token can still win when every
+* `suppress_value` defaults to the official 0.0 (SEED-X generation.py: an image token can still win when every
   other logit is negative); pass `float("-inf")` to rule that out.
 """
 from __future__ import annotations
@@ -96,7 +96,7 @@ def generate_agent(agent: SeedXAgent, prompt_ids, *, max_new_tokens: int, forcin
     ends = [[e for e in range(n, int(c)) if tokens[row, e] == forcing.span[-1]] for row, c in enumerate(counts)]
     spans = [(row, e) for row, row_ends in enumerate(ends) for e in row_ends]
     feats = np.zeros((0, n, agent.config.feature_dim), np.float32)
-    if spans:  # H[e - n : e]: the states whose inputs were image tokens 0..n-1 (§5.5 step 6)
+    if spans:  # H[e - n : e]: the states whose inputs were image tokens 0..n-1 (as official)
         hidden = jnp.stack([out.hidden_states[row, e - n:e] for row, e in spans])
         feats = np.asarray(_regress(agent, hidden), np.float32)
     per_row, k = [], 0
@@ -107,7 +107,7 @@ def generate_agent(agent: SeedXAgent, prompt_ids, *, max_new_tokens: int, forcin
 
 
 def generated_text(tokenizer: SeedXTokenizer, ids: Sequence[int], forcing: ImageTokenForcing) -> str:
-    """§5.5 step 7: drop each image's `<img>` and its image tokens, keep `</img>`, decode."""
+    """As the official generate: drop each image's `<img>` and its image tokens, keep `</img>`, decode."""
     ids = list(ids)
     n = forcing.num_image_tokens
     drop = set()

@@ -1,4 +1,4 @@
-"""`SeedXAgent`: the official `ContinuousLVLM` (SEEDX.md §5) - image features in, features out.
+"""`SeedXAgent`: the official `ContinuousLVLM` (src/models/mllm/seed_x.py) - image features in, features out.
 
 Input side: resampled ViT features (+ the patch position term) overwrite the token embeddings at
 the comprehension placeholders (`ids_cmp_mask`), in row-major order, 64 slots per image. Output
@@ -67,7 +67,7 @@ class SeedXAgent(nnx.Module):
     def embed(self, input_ids: jax.Array, ids_cmp_mask: jax.Array | None = None,
               cmp_features: jax.Array | None = None, cmp_positions: jax.Array | None = None) -> jax.Array:
         """input_ids `[B, T]`; cmp_features `[n_cmp, 256, C]` ViT outputs of the input views in slot order,
-        cmp_positions `[n_cmp, 2]` (x, y) -> LLM input embeddings `[B, T, D]` (§5.3)."""
+        cmp_positions `[n_cmp, 2]` (x, y) -> LLM input embeddings `[B, T, D]` (as official)."""
         embeds = self.llm.embed_tokens(input_ids)
         if cmp_features is None or cmp_features.shape[0] == 0:
             return embeds
@@ -92,7 +92,7 @@ class SeedXAgent(nnx.Module):
 
     def __call__(self, input_ids: jax.Array, *, ids_cmp_mask=None, cmp_features=None, cmp_positions=None,
                  ids_gen_mask=None, gen_targets=None, labels=None, positions=None, dropout_rng=None) -> AgentOutput:
-        """Training / scoring forward (§5.4). gen_targets `[n_gen, 256, C]` are ViT features of the
+        """Training / scoring forward (official losses). gen_targets `[n_gen, 256, C]` are ViT features of the
         images to generate (pooled here by `vit_down`); labels `[B, T]` with -100 where untrained."""
         cfg = self.config
         embeds = self.embed(input_ids, ids_cmp_mask, cmp_features, cmp_positions)

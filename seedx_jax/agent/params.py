@@ -1,4 +1,4 @@
-"""Mapping table: an official agent checkpoint (`agent/pytorch_model.bin`, SEEDX.md §5.6, §10) over
+"""Mapping table: an official agent checkpoint (`agent/pytorch_model.bin`, docs/checkpoints.md) over
 the HF `llm/` folder <-> SeedXAgent. Agent keys: `llm.*` (HF or peft names, the zero-to-fp32 form of a
 user's SFT run), `input_resampler.*`, `output_resampler.*`, `patch_pos_embed`. The official loader is
 non-strict; ours reports every key it does not use.

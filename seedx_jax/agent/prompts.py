@@ -1,9 +1,9 @@
-"""Prompt templates of the released models (SEEDX.md §8). Prompts are strings; the tokenizer turns
+"""Prompt templates of the released models (docs/tokenizer.md). Prompts are strings; the tokenizer turns
 them into ids after a BOS, exactly as the official inference scripts do.
 
-`{images}` is the any-res text (§2.6) of every input image, concatenated; the official scripts
+`{images}` is the any-res text (`tokens.anyres_image_text`) of every input image, concatenated; the official scripts
 prepend it to the question. Multi-turn inference is not scripted officially: follow-up turns use the
-training layout `\\n[INST] {images}{question} [/INST]\\n` (§11.4); for the base model we chose
+training layout `\\n[INST] {images}{question} [/INST]\\n` (src/data/sft_clm.py); for the base model we chose
 `\\nQuestion: {images}{question}\\nAnswer:`.
 """
 from __future__ import annotations

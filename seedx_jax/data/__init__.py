@@ -1,1 +1,1 @@
-"""Training data: SEED-X sequence construction (SEEDX.md §11.4)."""
+"""Training data: SEED-X sequence construction (docs/training_recipe.md)."""

@@ -1,6 +1,6 @@
 """RawRecord -> one training example of fixed shapes (numpy), for every stage; bad samples -> `Skip`.
 
-MLLM examples (SEEDX.md §11.4) are row-local: the images of a row sit in that row's `max_views`
+MLLM examples (docs/training_recipe.md) are row-local: the images of a row sit in that row's `max_views`
 comprehension slots and `gen_slots` generation slots, in the order of their placeholders, so rows can
 be split across processes and devices without renumbering images:
 
@@ -11,7 +11,7 @@ be split across processes and devices without renumbering images:
 De-tokenizer examples: `target` [R, R, 3] in [-1, 1], `view` [S, S, 3] the target's ViT view, and for
 stage 2 `source` [R, R, 3] in [-1, 1].
 
-Filters as the official builders (§11.3): minimum side, aspect ratio in [r, 1/r], caption similarity
+Filters as the official builders (src/data/*.py): minimum side, aspect ratio in [r, 1/r], caption similarity
 threshold and `filter_flag`. Choices where the facts are silent ([UNKNOWN]: the de-tokenizer training
 data path is not released): de-tokenizer images are centre-cropped to a square and resized (bicubic)
 to `resolution`.
@@ -95,7 +95,7 @@ def _check_size(image: Image.Image, spec: ExampleSpec, name: str) -> None:
 
 
 def _similarity(metadata: dict) -> float | None:
-    """§11.3: `all_similarities` (max), `similarity`, `score` or `SCORE`."""
+    """As the official filter: `all_similarities` (max), `similarity`, `score` or `SCORE`."""
     if "all_similarities" in metadata:
         return float(max(metadata["all_similarities"]))
     for key in ("similarity", "score", "SCORE"):

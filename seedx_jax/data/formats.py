@@ -1,4 +1,4 @@
-"""Random-access readers of SEED-X's training data formats (SEEDX.md §11.3), all yielding `RawRecord`s.
+"""Random-access readers of SEED-X's training data formats (docs/training_recipe.md), all yielding `RawRecord`s.
 
 * LLaVA / ShareGPT4V conversation jsonl: `{"image": "rel/path.jpg", "data": [user, assistant, ...]}`.
 * Single-turn edit jsonl: `{"source_image", "target_image", "instruction"[, "instruction_new", "response"]}`.
@@ -36,7 +36,7 @@ class RawRecord:
 
 
 def _image_path(image_dir: str, value) -> str | None:
-    """§11.3: joined with image_dir after stripping a leading '/'; empty, 'none' or containing 'null' = no image."""
+    """Joined with image_dir after stripping a leading '/'; empty, 'none' or containing 'null' = no image."""
     if value is None or not isinstance(value, str):
         return None
     v = value.strip()

@@ -7,7 +7,7 @@ into global batches of `processes x per_process` examples and process p takes bl
 examples of a global batch do not depend on how many processes read them, and a process's position
 in its stream (the Grain iterator state) is all that resume needs.
 
-Mixtures (§11.2): each optimizer step draws ONE source by weight with `default_rng([seed, step])`
+Mixtures (SEED-X configs/data/*.yaml): each optimizer step draws ONE source by weight with `default_rng([seed, step])`
 and takes all its micro-batches from it. SEED-X draws per micro-batch; per step keeps one shape per
 compiled step (sources differ in max_length and micro-batch size).
 """

@@ -1,4 +1,4 @@
-"""Training sequences as SEED-X builds them (SEEDX.md §11.4): token ids, labels, attention mask, and
+"""Training sequences as SEED-X builds them (docs/training_recipe.md): token ids, labels, attention mask, and
 which positions and images are comprehension or generation slots.
 
 Every segment is tokenized separately (`add_special_tokens=False`), then
@@ -6,8 +6,8 @@ Every segment is tokenized separately (`add_special_tokens=False`), then
 `max_length` (pad id / -100 / mask 0). A sample that cannot be built raises `SequenceError` with the
 reason, for the pipeline to count and skip.
 
-[UNKNOWN] in the fact sheet: the 28 generation prompts with their responses and the 21 polite edit
-responses (only examples are known). `PromptLists` holds them; the defaults are those examples.
+Not copied here: the 28 generation prompts with their responses (src/data/image_text_pairs_clm.py)
+and the 21 polite edit responses (src/data/sft_clm.py). `PromptLists` holds them; the defaults are a few examples.
 """
 from __future__ import annotations
 

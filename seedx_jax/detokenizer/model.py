@@ -1,9 +1,9 @@
 """The SEED-X de-tokenizer: ViT-space features -> image (stage 1), + a condition image (stage 2).
 
 Stage 1 (`SDXLAdapter`): ResamplerXLV2 -> SDXL U-Net, classifier-free guidance against the
-ViT features of an all-zero normalised image (SEEDX.md §9.4-9.5). Stage 2
+ViT features of an all-zero normalised image (docs/detokenizer.md). Stage 2
 (`SDXLAdapterWithLatentImage`): the U-Net takes 8 channels, the last 4 being the VAE posterior mean
-of the condition image WITHOUT the scaling factor, with 3-way guidance (§9.7). Checkpoint keys are
+of the condition image WITHOUT the scaling factor, with 3-way guidance (as official). Checkpoint keys are
 `resampler.*` and `unet.*` on top of the SDXL base U-Net and VAE (`detokenizer.params.load_detokenizer`).
 """
 from __future__ import annotations
@@ -64,7 +64,7 @@ def negative_features(vit: QwenViT, *, pooled: bool = True) -> jax.Array:
     """The guidance negative: ViT of an all-zero normalised image `[1, 64 or 256, output_dim]`.
 
     `pooled=True` (path A, features regressed by the LLM) applies `vit_down` to 64 tokens; path B
-    (reconstructing an image's own ViT features) uses all 256 (SEEDX.md §9.4).
+    (reconstructing an image's own ViT features) uses all 256 (as the official scripts).
     """
     s = vit.config.image_size
     feats = _vit_forward(vit, jnp.zeros((1, s, s, 3), jnp.float32))
@@ -134,7 +134,7 @@ class Detokenizer(nnx.Module):
         (pos_embeds, pos_pooled), (neg_embeds, neg_pooled) = _condition(self.resampler, features, negative)
         time_ids = jnp.tile(jnp.asarray([[height, width, 0, 0, height, width]], jnp.float32), (n, 1))
         cond_latents = None
-        if condition_images is not None:  # posterior mean, no scaling factor (SEEDX.md §9.7)
+        if condition_images is not None:  # posterior mean, no scaling factor (as official)
             cond_latents = _encode_mean(self.vae, 2 * condition_images.astype(jnp.float32) - 1)
         f = self.config.vae.downsample_factor
         latents = sample_latents(self.unet, Conditioning(pos_embeds, pos_pooled, time_ids),
@@ -144,7 +144,7 @@ class Detokenizer(nnx.Module):
         return _decode(self.vae, latents)
 
     def reconstruct(self, vit: QwenViT, images: jax.Array, **generate_kwargs) -> jax.Array:
-        """Path B of SEEDX.md §9.4 (the official reconstruction demos): `image_transform`-ed views
+        """Path B of `get_image_embeds` (the official reconstruction demos): `image_transform`-ed views
         `[N, S, S, 3]` -> all 256 ViT tokens -> `generate` against the unpooled zero-image negative.
         Pass `condition_images` too for a stage-2 reconstruction."""
         features = _vit_forward(vit, images)

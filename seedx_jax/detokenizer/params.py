@@ -1,4 +1,4 @@
-"""Mapping tables: the de-tokenizer checkpoints (SEEDX.md §10.2: `resampler.*` + `unet.*`) over the
+"""Mapping tables: the de-tokenizer checkpoints (`resampler.*` + `unet.*`, docs/checkpoints.md) over the
 SDXL base `unet/` and `vae/` folders <-> Detokenizer."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`ResamplerXLV2` (SEEDX.md §9.2): ViT-space features -> SDXL prompt embeddings and pooled embedding.
+"""`ResamplerXLV2` (SEED-X resampler.py): ViT-space features -> SDXL prompt embeddings and pooled embedding.
 
 64 learned latents pass through `depth` perceiver blocks (attention over [image tokens; latents],
 then a feed-forward), then norm_out; two projections give the 768 + 1280 = 2048-d

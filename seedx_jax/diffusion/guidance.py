@@ -1,17 +1,17 @@
-"""Guidance: classifier-free (SEEDX.md §9.5) and the SEED-X-Edit 3-way rule (§9.7)."""
+"""Guidance: classifier-free (stage 1) and the SEED-X-Edit 3-way rule (stage 2); docs/detokenizer.md."""
 from __future__ import annotations
 
 import jax
 
 
 def classifier_free_guidance(eps_uncond: jax.Array, eps_cond: jax.Array, scale: float) -> jax.Array:
-    """`eps_u + scale * (eps_c - eps_u)` (SEEDX.md §9.5; the negative is the ViT zero-image branch)."""
+    """`eps_u + scale * (eps_c - eps_u)` (SDXL pipeline; the negative is the ViT zero-image branch)."""
     return eps_uncond + scale * (eps_cond - eps_uncond)
 
 
 def edit_guidance(eps_text: jax.Array, eps_image: jax.Array, eps_uncond: jax.Array, sample: jax.Array,
                   sigma: jax.Array, text_scale: float = 7.5, image_scale: float = 1.5) -> jax.Array:
-    """SEED-X-Edit 3-way guidance, in x0 space as the official pipeline (SEEDX.md §9.7).
+    """SEED-X-Edit 3-way guidance, in x0 space as the official pipeline_stable_diffusion_xl_t2i_edit.py.
 
     Branches: text = (positive features, condition latent), image = (negative, condition latent),
     uncond = (negative, zeros). `sample` is the sigma-form latent. Returns the guided epsilon.

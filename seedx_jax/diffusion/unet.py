@@ -1,9 +1,9 @@
 """SDXL `UNet2DConditionModel` (diffusers semantics, NHWC): predicts the noise of a latent.
 
-Conditioning (SEEDX.md §9.3): `context` = the ResamplerXLV2 prompt embeddings `[N, 64, 2048]`
+Conditioning (docs/detokenizer.md): `context` = the ResamplerXLV2 prompt embeddings `[N, 64, 2048]`
 (cross-attention, see `transformer2d.py`), and the SDXL `text_time` added embedding built from the
 pooled embedding `[N, 1280]` and 6 size/crop ids, added to the timestep embedding that every ResNet
-block receives. Stage 2 (SEEDX.md §9.7) is the same network with `in_channels=8`.
+block receives. Stage 2 (`SDXLAdapterWithLatentImage`) is the same network with `in_channels=8`.
 """
 from __future__ import annotations
 

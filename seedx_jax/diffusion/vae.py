@@ -2,7 +2,7 @@
 
 The scaling factor (SDXL 0.13025) is not applied here: callers multiply latents before the U-Net
 and divide before `decode`. SEED-X's stage-2 condition latent is the posterior mean WITHOUT it
-(SEEDX.md §9.7).
+(docs/detokenizer.md#stage-2-latent-image-conditioning).
 """
 from __future__ import annotations
 

@@ -92,7 +92,7 @@ class LlamaConfig(ConfigBase):
 
 PRESETS = LlamaConfig.PRESETS = {
     "llama2_7b": LlamaConfig(),
-    # SEED-X's LLM: Llama-2-13B-chat with the vocabulary grown by 330 tokens (SEEDX.md §6.1).
+    # SEED-X's LLM: Llama-2-13B-chat with the vocabulary grown by 330 tokens (docs/llm.md).
     "llama2_13b": LlamaConfig(vocab_size=32330, hidden_size=5120, intermediate_size=13824,
                               num_hidden_layers=40, num_attention_heads=40),
     "llama_tiny": LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=160,

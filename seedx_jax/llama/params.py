@@ -2,7 +2,7 @@
 
 Accepts plain HF keys (`model.layers.0.self_attn.q_proj.weight`), peft-wrapped keys (prefix
 `base_model.model.`, `.base_layer.` in newer peft, `lora_A/lora_B.default`,
-`modules_to_save.default` for saved norms - SEEDX.md §6.4) and agent checkpoints (prefix `llm.`).
+`modules_to_save.default` for saved norms - docs/llm.md#lora) and agent checkpoints (prefix `llm.`).
 Export writes the plain HF names (and `lora_A/B.weight` for LoRA variables).
 """
 from __future__ import annotations

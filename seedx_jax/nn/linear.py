@@ -1,4 +1,4 @@
-"""Dense layer with logical axis names and optional peft-style LoRA (SEEDX.md §6.4)."""
+"""Dense layer with logical axis names and optional peft-style LoRA (docs/llm.md#lora)."""
 from __future__ import annotations
 
 import dataclasses

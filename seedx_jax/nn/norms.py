@@ -5,7 +5,7 @@ from flax import nnx
 
 
 class RMSNorm(nnx.Module):
-    """LLaMA RMSNorm as transformers 4.30 (the version SEED-X trained with, SEEDX.md §6.2).
+    """LLaMA RMSNorm as transformers 4.30 (the version SEED-X trained with, docs/llm.md).
 
     Normalisation and the multiplication by the weight both run in float32, with a single cast back
     to the input dtype at the end (transformers 5 casts before the multiply; equal in fp32).

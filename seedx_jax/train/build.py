@@ -153,7 +153,7 @@ def build_trainee(config, mesh, rules) -> nnx.Module:
 
 
 def _widen_conv_in(loaded: nnx.State, target: dict) -> None:
-    """A stage-1 de-tokenizer as the start of stage 2 (SEEDX.md §9.7): its 4-channel `conv_in` kernel
+    """A stage-1 de-tokenizer as the start of stage 2 (as SEED-X's stage-2 adapter): its 4-channel `conv_in` kernel
     goes into input channels 0..3 of the 8-channel one, the latent-image channels start at zero."""
     key = ("unet", "conv_in", "kernel")
     old, new = dict(nnx.to_flat_state(loaded)).get(key), target[key]

@@ -1,4 +1,4 @@
-"""SEED-X's optimizer (SEEDX.md §11.1): AdamW on every trainable tensor, global-norm clipping, and the
+"""SEED-X's optimizer (src/train/train_seed_x_sft.py): AdamW on every trainable tensor, global-norm clipping, and the
 linear-warmup + cosine schedule of `src/train/schedular.py`."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The five SEED-X training stages: what is trained, on which examples, with which loss (SEEDX.md §1.2, §5.4, §9, §11).
+"""The five SEED-X training stages: what is trained, on which examples, with which loss (docs/training_recipe.md).
 
 | stage        | model                     | trainable                                                        | examples            |
 |--------------|---------------------------|------------------------------------------------------------------|---------------------|
@@ -94,7 +94,7 @@ def trainable(stage: str, lora: LoraConfig | None = None,
 
 
 def mllm_loss(model: MLLMTrainee, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:
-    """§5.4 on row-local image slots: ViT (frozen) on every view slot, input resampler + patch position
+    """The official loss on row-local image slots: ViT (frozen) on every view slot, input resampler + patch position
     term written at each row's `ids_cmp_mask` positions in order, LM loss over the labels, and 6 x MSE
     of the output resampler at `ids_gen_mask` against `vit_down` of the generation targets (valid slots only)."""
     vit, agent = model.vit, model.agent

@@ -1,4 +1,4 @@
-"""Dynamic resolution ("any-res") preprocessing, exactly as the official code (SEEDX.md §2).
+"""Dynamic resolution ("any-res") preprocessing, exactly as the official code (src/inference/any_res.py).
 
 An image is resized (PIL bicubic, aspect ratio NOT kept) to the chosen grid of base x base tiles,
 cut into tiles in row-major order, and followed by a global view (the original resized to base x
@@ -65,7 +65,7 @@ def _select_by_ratio(size, candidates):
 
 
 def select_resolution(size: tuple[int, int], candidates: Sequence[tuple[int, int]]) -> tuple[int, int]:
-    """The smaller-area choice of the two selectors; ties go to selector 1 (SEEDX.md §2.3)."""
+    """The smaller-area choice of the two selectors; ties go to selector 1 (`process_anyres_image`)."""
     by_fit, by_ratio = _select_by_fit(size, candidates), _select_by_ratio(size, candidates)
     return by_ratio if by_fit[0] * by_fit[1] > by_ratio[0] * by_ratio[1] else by_fit
 
@@ -77,7 +77,7 @@ def normalize(image: Image.Image) -> np.ndarray:
 
 
 def image_transform(image: Image.Image, size: int = BASE) -> np.ndarray:
-    """The per-image transform (§2.1): PIL bilinear resize to size x size (if needed), normalise."""
+    """The per-image transform (`qwen_448_transform`): PIL bilinear resize to size x size (if needed), normalise."""
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BILINEAR)
     return normalize(image)

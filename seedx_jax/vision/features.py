@@ -1,4 +1,4 @@
-"""Feature-space helpers around the ViT output (SEEDX.md §5.2, §12.2)."""
+"""Feature-space helpers around the ViT output (src/models/mllm/seed_x.py)."""
 import jax
 import jax.numpy as jnp
 

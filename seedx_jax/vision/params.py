@@ -1,6 +1,6 @@
-"""Mapping tables: the Qwen-VL ViT file (`qwen_vit_G.pt`, SEEDX.md §3.5) and Resampler keys (§4.4).
+"""Mapping tables: the Qwen-VL ViT file (`qwen_vit_G.pt`) and Resampler keys (docs/checkpoints.md).
 
-A Qwen-VL-Chat checkpoint works too: its ViT keys carry the prefix `transformer.visual.` (§3.6).
+A Qwen-VL-Chat checkpoint works too: its ViT keys carry the prefix `transformer.visual.` (see reload_qwen_vit.py).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Position tables: the fixed 2-D sincos table and PyTorch-exact bicubic resizing (SEEDX.md §3.4, §4.3).
+"""Position tables: the fixed 2-D sincos table and PyTorch-exact bicubic resizing (qwen_visual.py).
 
 `jax.image.resize("cubic")` uses Keys a=-0.5 with antialiasing, unlike torch's
 `F.interpolate(mode="bicubic", align_corners=False)` (A = -0.75, clamped taps, no antialias), so the
@@ -70,7 +70,7 @@ def _interp_1d(x: jax.Array, axis: int, src: int, dst: int) -> jax.Array:
 def resize_table(table: jax.Array, src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> jax.Array:
     """Table `[src_h * src_w, C]` (row-major grid) -> `[dst_h * dst_w, C]`, computed in float32.
 
-    Returned in float32; callers cast to their compute dtype (SEEDX.md §12.33).
+    Returned in float32; callers cast to their compute dtype (docs/architecture.md#position-table-interpolation).
     """
     table = table.astype(jnp.float32)
     if tuple(src_hw) == tuple(dst_hw):

@@ -1,7 +1,7 @@
-"""The cross-attention `Resampler` (SEEDX.md §4): ViT attention pool, MLLM input and output resamplers.
+"""The cross-attention `Resampler` (Qwen-VL's qwen_visual.py): ViT attention pool, MLLM input and output resamplers.
 
 g*g learned queries attend to L = s*s input tokens. Queries get the fixed g x g sincos table, keys
-the same table bicubic-resized to s x s, values none (§12.3). No residual, no MLP.
+the same table bicubic-resized to s x s, values none. No residual, no MLP.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class ResamplerConfig(ConfigBase):
                              "(2-D sincos table)")
 
 
-# SEED-X's two MLLM-side instances (SEEDX.md §4.4).
+# SEED-X's two MLLM-side instances (configs/clm_models/agent_seed_x*.yaml).
 INPUT_RESAMPLER = ResamplerConfig(grid_size=8, embed_dim=5120, num_heads=32, kv_dim=4096)
 OUTPUT_RESAMPLER = ResamplerConfig(grid_size=8, embed_dim=4096, num_heads=32, kv_dim=5120)
 

@@ -1,4 +1,4 @@
-"""Qwen-VL ViT-G/14 with attention pool (`VisionTransformerWithAttnPool`, SEEDX.md §3).
+"""Qwen-VL ViT-G/14 with attention pool (`VisionTransformerWithAttnPool`, qwen_visual.py).
 
 images `[N, S, S, 3]` (NHWC, CLIP-normalised) -> patch embedding -> + position table (16x16 stored,
 bicubic-resized to the patch grid) -> ln_pre -> pre-LN blocks -> attention pool (Resampler) ->
