@@ -1,11 +1,15 @@
 """The SEED-X token layout on a Llama SentencePiece model, tokenising as transformers 4.30.2's slow
-`LlamaTokenizer` did for the released checkpoints (SEEDX.md §7).
+`LlamaTokenizer` did for the released checkpoints (docs/tokenizer.md).
 
-Rules reproduced (§7.3): the text is split on added tokens (and on the SentencePiece control strings
-`<s>`, `</s>`, `<unk>`, which 4.30.2 also never splits); whitespace next to every split token is
-stripped from the neighbouring fragments (`str.strip`, so newlines go too); each remaining non-empty
-fragment is encoded separately by SentencePiece (each gets its own dummy-prefix `▁`). Newer
-transformers releases tokenise some of these prompts differently, hence our own implementation.
+Rules reproduced: the text is split on added tokens (and on the SentencePiece control strings
+`<s>`, `</s>`, `<unk>`, which 4.30.2 also never splits); whitespace next to every added token is
+stripped from the neighbouring fragments (`str.strip`, so newlines go too), but not next to `<s>`,
+`</s>`, `<unk>` (4.30.2 registers those as `AddedToken(lstrip=False, rstrip=False)`); each remaining
+non-empty fragment is encoded separately by SentencePiece (each gets its own dummy-prefix `▁`).
+Decoding joins added tokens with spaces and writes `<s>`, `</s>`, `<unk>` literally; only these three
+are "special" (`skip_special_tokens`), the added tokens are not. tests/test_tokenizer_parity.py checks
+all of this against a recording of 4.30.2. Newer transformers releases tokenise some of these prompts
+differently, hence our own implementation.
 """
 from __future__ import annotations
 
@@ -45,7 +49,7 @@ def train_sentencepiece(path: str, sentences: Iterable[str], vocab_size: int) ->
 
 
 def released_added_tokens() -> list[str]:
-    """The 330 added tokens in the released id order (§7.2): id = base vocabulary size + index."""
+    """The 330 added tokens in the released id order (docs/tokenizer.md): id = base vocabulary size + index."""
     return ([T.image_token(i) for i in range(NUM_IMAGE_TOKEN_STRINGS)]
             + [T.IMG_START, T.IMG_END, T.PATCH_START, T.PATCH_END]
             + [T.loc_token(k) for k in range(T.NUM_LOC_BINS)] + [T.BOX_START, T.BOX_END])
@@ -82,6 +86,7 @@ class SeedXTokenizer:
         self._added_by_id = {i: t for t, i in self.added_tokens.items()}
         self.bos_id, self.eos_id, self.unk_id = self.sp.bos_id(), self.sp.eos_id(), self.sp.unk_id()
         self._control = {self.sp.id_to_piece(i): i for i in (self.bos_id, self.eos_id, self.unk_id) if i >= 0}
+        self._control_by_id = {i: t for t, i in self._control.items()}
         # pad: the released files may name one [UNKNOWN]; unk otherwise (padding never reaches a loss).
         self.pad_token = pad_token
         self.pad_id = self.token_id(pad_token) if pad_token else self.unk_id
@@ -131,11 +136,13 @@ class SeedXTokenizer:
     # -- encode / decode -----------------------------------------------------------------------
 
     def split(self, text: str) -> list[str]:
-        """Fragments and split tokens in order, whitespace next to split tokens stripped (§7.3)."""
+        """Fragments and split tokens in order, whitespace next to added tokens stripped (4.30.2); next to
+        `<s>`, `</s>`, `<unk>` it stays."""
         parts = self._split_re.split(text)
         for i in range(1, len(parts), 2):  # odd entries are the split tokens
-            parts[i - 1] = parts[i - 1].rstrip()
-            parts[i + 1] = parts[i + 1].lstrip()
+            if parts[i] in self.added_tokens:
+                parts[i - 1] = parts[i - 1].rstrip()
+                parts[i + 1] = parts[i + 1].lstrip()
         return [p for p in parts if p]
 
     def encode(self, text: str, *, add_bos: bool = False) -> list[int]:
@@ -149,18 +156,36 @@ class SeedXTokenizer:
         return ids
 
     def decode(self, ids: Iterable[int], *, skip_special_tokens: bool = False) -> str:
-        """As 4.30.2: SentencePiece runs decoded, added tokens joined to them with single spaces."""
+        """As 4.30.2: SentencePiece runs decoded, added tokens joined to them with single spaces.
+        `skip_special_tokens` drops only `<s>`, `</s>`, `<unk>`: 4.30.2 loads added_tokens.json entries as
+        ordinary (not special) added tokens, so `<img>`, `<loc-k>`, ... stay."""
         chunks, run = [], []
         for i in (int(i) for i in ids):
-            if skip_special_tokens and (i in self._added_by_id or i in self._control.values()):
+            if skip_special_tokens and i in self._control_by_id:
                 continue
             if i in self._added_by_id:
                 if run:
-                    chunks.append(self.sp.decode(run))
+                    chunks.append(self._decode_run(run))
                     run = []
                 chunks.append(self._added_by_id[i])
             else:
                 run.append(i)
         if run:
-            chunks.append(self.sp.decode(run))
+            chunks.append(self._decode_run(run))
         return " ".join(chunks)
+
+    def _decode_run(self, run: list[int]) -> str:
+        """4.30.2's `LlamaTokenizer.convert_tokens_to_string`: `<s>`, `</s>`, `<unk>` are written as
+        themselves after the pieces before them are decoded. A control token after a normal piece puts
+        one space in front of that decoded text, not next to the token: "a</s>b" comes back " a</s>b"."""
+        out, pending, prev_control = "", [], False
+        for k, i in enumerate(run):
+            if i in self._control_by_id:
+                if not prev_control and k:
+                    out += " "
+                out += self.sp.decode(pending) + self._control_by_id[i]
+                pending, prev_control = [], True
+            else:
+                pending.append(i)
+                prev_control = False
+        return out + self.sp.decode(pending)
