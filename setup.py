@@ -32,7 +32,9 @@ setup(
     name="seedx_jax",
     version="0.1.0",
     description="SEED-X (multimodal comprehension, generation and editing) in JAX/Flax NNX",
-    packages=find_packages(include=["seedx_jax", "seedx_jax.*"]),
+    # configs: the shipped training configs, importable (`from configs import sft_edit`) and found by
+    # name (`--config sft_edit:tiny`) from any working directory
+    packages=find_packages(include=["seedx_jax", "seedx_jax.*", "configs"]),
     python_requires=">=3.10",
     install_requires=RUNTIME,
     entry_points={"console_scripts": ["seedx-jax=seedx_jax.cli:main"]},

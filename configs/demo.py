@@ -13,13 +13,14 @@ Where the demo departs from SEED-X, and why (there is no pretrained SDXL or Llam
   SFT; the edit model is fine-tuned from it, as SEED-X-Edit is from the pre-trained model.
 """
 from configs import train_common as tc
+from seedx_jax.vision.vit import VisionConfig
 
 STAGES = ("detok_stage1", "detok_stage2", "sft_comp_gen", "sft_edit")
 RESOLUTION = 32  # de-tokenizer images: objects are 4-8 px, enough for colour and position
 VIEW = 224  # the tiny ViT's view; the world's unit (112 px) tiles it exactly
 VOCAB = 400 + 330  # the world's SentencePiece model + SEED-X's added tokens
 FEATURES = 64  # ViT output_dim: the pool's 2-D sincos table needs >= 64 dims to tell 16 positions apart
-VIT = dict(preset="qwen_vit_tiny", output_dim=FEATURES, pool_heads=1)
+VIT = VisionConfig.preset("qwen_vit_tiny", output_dim=FEATURES, pool_heads=1)
 UNET = dict(transformer_layers_per_block=(1, 1, 1))  # the tiny U-Net, one transformer layer per level
 VAE = dict(block_out_channels=(16, 32, 32))  # 8 x 8 latents of 32 px images: 3x faster steps than 16 x 16
 RESAMPLER = dict(embedding_dim=FEATURES, num_queries=64)  # SEED-X's 64 condition tokens
@@ -29,12 +30,12 @@ LLM_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 
 def get_config(stage: str = "sft_comp_gen"):
     if stage not in STAGES:
-        raise ValueError(f"configs/demo.py:{stage}: choose one of {STAGES}")
+        raise ValueError(f"configs/demo.py:{stage}: unknown stage; choose one of {', '.join(STAGES)}")
     detok = stage.startswith("detok")
     c = tc.detok(stage, tiny=True) if detok else tc.mllm(stage, tiny=True)
     c.seed = 0
     c.data.seed = 0
-    c.model.vit = VIT
+    c.model.vit = tc.tree(VIT)
     c.train.update(log_every=25, checkpoint_every=1000, keep=1, sample_every=0, accumulation=1,
                    async_checkpoints=False)
     if detok:

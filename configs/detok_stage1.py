@@ -6,7 +6,7 @@ from configs import train_common as tc
 
 
 def get_config(variant: str = ""):
-    tiny = variant == "tiny"
+    tiny = tc.is_tiny("detok_stage1", variant)
     c = tc.detok("detok_stage1", tiny)
     c.train.sample_every = 25 if tiny else 1000
     c.train.accumulation = 1

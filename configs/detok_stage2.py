@@ -6,7 +6,7 @@ from configs import train_common as tc
 
 
 def get_config(variant: str = ""):
-    tiny = variant == "tiny"
+    tiny = tc.is_tiny("detok_stage2", variant)
     c = tc.detok("detok_stage2", tiny)
     if not tiny:
         c.optim.learning_rate = 1e-5

@@ -5,7 +5,7 @@ from configs import train_common as tc
 
 
 def get_config(variant: str = ""):
-    tiny = variant == "tiny"
+    tiny = tc.is_tiny("pretrain", variant)
     c = tc.mllm("pretrain", tiny)
     if tiny:
         c.data.sources.t2i = tc.source("webdataset", "t2i", weight=0.5, micro_batch=2, max_length=224,

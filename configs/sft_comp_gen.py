@@ -5,7 +5,7 @@ from configs import train_common as tc
 
 
 def get_config(variant: str = ""):
-    tiny = variant == "tiny"
+    tiny = tc.is_tiny("sft_comp_gen", variant)
     c = tc.mllm("sft_comp_gen", tiny)
     if tiny:
         c.data.sources.vqa = tc.source("llava_jsonl", "vqa", weight=0.6, micro_batch=2, max_length=480,

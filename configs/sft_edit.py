@@ -5,7 +5,7 @@ from configs import train_common as tc
 
 
 def get_config(variant: str = ""):
-    tiny = variant == "tiny"
+    tiny = tc.is_tiny("sft_edit", variant)
     c = tc.mllm("sft_edit", tiny)
     if tiny:
         c.data.sources.edit = tc.source("edit_jsonl", "edit", micro_batch=2, max_length=256, grids=tc.EDIT_GRIDS)

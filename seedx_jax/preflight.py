@@ -1,5 +1,6 @@
-"""`python -m seedx_jax.preflight --config configs/<stage>.py [--config.x=y ...]`: run it on the target
-(every host of a pod, with the same flags as the training command) before a long run.
+"""`python -m seedx_jax.preflight --config CONFIG [--config.x=y ...]`: run it on the target
+(every host of a pod, with the same flags as the training command) before a long run. CONFIG is a
+config file or a shipped config's name, as for `python -m seedx_jax.train`.
 
 It prints the devices per host and in all, the mesh the run will build, each data source's global,
 per-process and per-device batch, and a per-device memory estimate of one AOT-compiled train step per
@@ -29,6 +30,7 @@ from flax import nnx
 
 from seedx_jax import sharding
 from seedx_jax.data.examples import example_shapes
+from seedx_jax.paths import resolve
 from seedx_jax.train.build import (TrainConfigError, batch_axes_size, check_batches, check_config, example_specs,
                                    make_train_mesh, model_configs, trainee_init)
 from seedx_jax.train.loop import COUNT_ONLY, step_recipe
@@ -140,14 +142,14 @@ def device_memory_bytes(override_gib: float = 0.0) -> int | None:
 def file_problems(config) -> list[str]:
     """What the run would stop on at start-up: tokenizer, data globs, init checkpoints (on this host)."""
     problems = []
-    if config.stage not in DETOK_STAGES and not os.path.isdir(config.tokenizer or ""):
+    if config.stage not in DETOK_STAGES and not (config.tokenizer.strip() and os.path.isdir(resolve(config.tokenizer))):
         problems.append(f"config.tokenizer={config.tokenizer!r} is not a directory")
     for name, src in config.data.sources.items():
         patterns = [p.strip() for p in src.paths.split(",") if p.strip()]
-        if not any(glob.glob(os.path.expanduser(p)) for p in patterns):
+        if not any(glob.glob(resolve(p)) for p in patterns):
             problems.append(f"config.data.sources.{name}.paths={src.paths!r} matches no files")
     for part, path in config.init.items():
-        if path and not os.path.isfile(os.path.join(path, "manifest.json")):
+        if path.strip() and not os.path.isfile(os.path.join(resolve(path), "manifest.json")):
             problems.append(f"config.init.{part}={path!r} is not a converted checkpoint (no manifest.json)")
     return problems
 
@@ -277,12 +279,14 @@ if __name__ == "__main__":
     from ml_collections import config_flags
 
     from seedx_jax.train import distributed
+    from seedx_jax.train.config_files import parse_flags
 
-    config_flags.DEFINE_config_file("config", None, "the configs/<stage>.py file of the run", lock_config=True)
+    config_flags.DEFINE_config_file("config", None, "the run's config file, or a shipped config's name "
+                                    "(sft_edit:tiny)", lock_config=True)
     flags.DEFINE_float("device_memory_gib", 0.0, "check against this much memory per device (default: what "
                        "the device reports; CPU reports nothing)")
     flags.DEFINE_bool("check_files", True, "check that the tokenizer, data globs and init checkpoints exist here")
     distributed.define_flags()
     flags.mark_flags_as_required(["config"])
     absl_logging.set_verbosity(absl_logging.WARNING)
-    app.run(main)
+    app.run(main, flags_parser=parse_flags("preflight"))

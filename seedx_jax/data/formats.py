@@ -20,6 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
+from seedx_jax.paths import resolve
+
 FORMATS = ("llava_jsonl", "edit_jsonl", "webdataset", "array_record")
 KINDS = {"llava_jsonl": "vqa", "edit_jsonl": "edit", "webdataset": "caption"}
 
@@ -170,7 +172,13 @@ class ArrayRecordReader:
 
 
 def open_source(fmt: str, paths: Sequence[str], image_dir: str = ""):
-    """A random-access reader (`len`, `[i] -> RawRecord`) of `paths` in format `fmt`."""
+    """A random-access reader (`len`, `[i] -> RawRecord`) of `paths` in format `fmt`; the jsonl formats
+    join relative image paths to `image_dir` (relative to the working directory, `~` expanded).
+
+    Raises:
+      ValueError: an unknown format, or no paths.
+      FileNotFoundError: a path or `image_dir` that does not exist.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"data format {fmt!r} is not one of {FORMATS}")
     if not paths:
@@ -179,6 +187,10 @@ def open_source(fmt: str, paths: Sequence[str], image_dir: str = ""):
         return WebDatasetReader(paths)
     if fmt == "array_record":
         return ArrayRecordReader(paths)
+    if image_dir.strip():  # a missing folder is one error here, not a skipped record per image later
+        image_dir = resolve(image_dir)
+        if not os.path.isdir(image_dir):
+            raise FileNotFoundError(f"image_dir {image_dir}: no such folder")
     readers = [JsonlReader(p, KINDS[fmt], image_dir) for p in paths]
     return readers[0] if len(readers) == 1 else Concat(readers)
 

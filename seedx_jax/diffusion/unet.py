@@ -8,6 +8,7 @@ block receives. Stage 2 (`SDXLAdapterWithLatentImage`) is the same network with 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +16,7 @@ from flax import nnx
 
 from seedx_jax.config_base import ConfigBase
 from seedx_jax.diffusion.blocks import Downsample2D, ResnetBlock2D, Upsample2D
+from seedx_jax.diffusion.diffusers_config import read_options
 from seedx_jax.diffusion.embeddings import TimestepEmbedding, timestep_features
 from seedx_jax.diffusion.transformer2d import Transformer2D
 from seedx_jax.nn import Conv2d, GroupNorm, remat_policy
@@ -73,6 +75,73 @@ class UNetConfig(ConfigBase):
     @property
     def downsample_factor(self) -> int:
         return 2 ** (len(self.block_out_channels) - 1)
+
+    @classmethod
+    def from_diffusers(cls, config: Mapping[str, Any], **overrides) -> "UNetConfig":
+        """From a diffusers `UNet2DConditionModel` config (`unet/config.json`); `overrides` set our own
+        fields (dtype, remat, ...). `attention_head_dim` is read as the head count, as diffusers does
+        (`num_attention_heads` must be unset there).
+
+        Raises:
+          ValueError: an option our U-Net does not implement (e.g. use_linear_projection=False,
+            addition_embed_type other than "text_time"), named with its value; or sizes that do not fit.
+        """
+        o = read_options("diffusers U-Net", config, _DIFFUSERS_DEFAULTS, _DIFFUSERS_SUPPORTED, _DIFFUSERS_IGNORED)
+        levels = len(o["block_out_channels"])
+        for name in ("layers_per_block", "cross_attention_dim", "addition_time_embed_dim",
+                     "projection_class_embeddings_input_dim"):
+            if not isinstance(o[name], int):
+                raise ValueError(f"diffusers U-Net option {name}={o[name]!r} is not supported (only one int)")
+        return cls(in_channels=o["in_channels"], out_channels=o["out_channels"],
+                   block_out_channels=tuple(o["block_out_channels"]), down_block_types=tuple(o["down_block_types"]),
+                   up_block_types=tuple(o["up_block_types"]), layers_per_block=o["layers_per_block"],
+                   transformer_layers_per_block=_per_level("transformer_layers_per_block",
+                                                           o["transformer_layers_per_block"], levels),
+                   num_attention_heads=_per_level("attention_head_dim", o["attention_head_dim"], levels),
+                   cross_attention_dim=o["cross_attention_dim"], addition_time_embed_dim=o["addition_time_embed_dim"],
+                   pooled_dim=o["projection_class_embeddings_input_dim"] - NUM_TIME_IDS * o["addition_time_embed_dim"],
+                   norm_num_groups=o["norm_num_groups"], norm_eps=float(o["norm_eps"]),
+                   flip_sin_to_cos=bool(o["flip_sin_to_cos"]), freq_shift=float(o["freq_shift"]), **overrides)
+
+
+def _per_level(name: str, value, levels: int) -> tuple[int, ...]:
+    """A diffusers option given once for all levels or once per level."""
+    if isinstance(value, int):
+        return (value,) * levels
+    if isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value):
+        return tuple(value)
+    raise ValueError(f"diffusers U-Net option {name}={value!r} is not supported (an int, or one int per level)")
+
+
+# diffusers' UNet2DConditionModel defaults: a config.json may leave any option out
+_DIFFUSERS_DEFAULTS = dict(
+    in_channels=4, out_channels=4, center_input_sample=False, flip_sin_to_cos=True, freq_shift=0,
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",), mid_block_type="UNetMidBlock2DCrossAttn",
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, only_cross_attention=False,
+    block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, downsample_padding=1, mid_block_scale_factor=1,
+    dropout=0.0, act_fn="silu", norm_num_groups=32, norm_eps=1e-5, cross_attention_dim=1280,
+    transformer_layers_per_block=1, reverse_transformer_layers_per_block=None, encoder_hid_dim=None,
+    encoder_hid_dim_type=None, attention_head_dim=8, num_attention_heads=None, dual_cross_attention=False,
+    use_linear_projection=False, class_embed_type=None, addition_embed_type=None, addition_time_embed_dim=None,
+    num_class_embeds=None, upcast_attention=False, resnet_time_scale_shift="default", resnet_skip_time_act=False,
+    resnet_out_scale_factor=1.0, time_embedding_type="positional", time_embedding_dim=None,
+    time_embedding_act_fn=None, timestep_post_act=None, time_cond_proj_dim=None, conv_in_kernel=3, conv_out_kernel=3,
+    projection_class_embeddings_input_dim=None, attention_type="default", class_embeddings_concat=False,
+    mid_block_only_cross_attention=None, cross_attention_norm=None)
+# the options our U-Net implements with SDXL's setting only
+_DIFFUSERS_SUPPORTED = dict(
+    center_input_sample=(False,), mid_block_type=("UNetMidBlock2DCrossAttn",), only_cross_attention=(False,),
+    downsample_padding=(1,), mid_block_scale_factor=(1,), dropout=(0.0,), act_fn=("silu",),
+    reverse_transformer_layers_per_block=(None,), encoder_hid_dim=(None,), encoder_hid_dim_type=(None,),
+    num_attention_heads=(None,), dual_cross_attention=(False,), use_linear_projection=(True,), class_embed_type=(None,),
+    addition_embed_type=("text_time",), num_class_embeds=(None,), upcast_attention=(None, False),
+    resnet_time_scale_shift=("default",), resnet_skip_time_act=(False,), resnet_out_scale_factor=(1.0,),
+    time_embedding_type=("positional",), time_embedding_dim=(None,), time_embedding_act_fn=(None,),
+    timestep_post_act=(None,), time_cond_proj_dim=(None,), conv_in_kernel=(3,), conv_out_kernel=(3,),
+    attention_type=("default",), class_embeddings_concat=(False,), mid_block_only_cross_attention=(None, False),
+    cross_attention_norm=(None,))
+# the pipeline's default image size; the head count of an added-embedding type other than text_time
+_DIFFUSERS_IGNORED = ("sample_size", "addition_embed_type_num_heads")
 
 
 UNetConfig.PRESETS = {

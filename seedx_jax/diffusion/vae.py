@@ -7,6 +7,7 @@ and divide before `decode`. SEED-X's stage-2 condition latent is the posterior m
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +15,7 @@ from flax import nnx
 
 from seedx_jax.config_base import ConfigBase
 from seedx_jax.diffusion.blocks import Downsample2D, ResnetBlock2D, SpatialSelfAttention, Upsample2D
+from seedx_jax.diffusion.diffusers_config import read_options
 from seedx_jax.nn import Conv2d, GroupNorm
 
 
@@ -39,6 +41,39 @@ class VAEConfig(ConfigBase):
     @property
     def downsample_factor(self) -> int:
         return 2 ** (len(self.block_out_channels) - 1)
+
+    @classmethod
+    def from_diffusers(cls, config: Mapping[str, Any], **overrides) -> "VAEConfig":
+        """From a diffusers `AutoencoderKL` config (`vae/config.json`); `overrides` set our own fields
+        (dtype, ...). `eps` is not in the file: diffusers fixes it at 1e-6, our default.
+
+        Raises:
+          ValueError: an option our VAE does not implement (e.g. a shift_factor or latents_mean, other
+            block types), named with its value; or sizes that do not fit.
+        """
+        o = read_options("diffusers VAE", config, _DIFFUSERS_DEFAULTS, _DIFFUSERS_SUPPORTED, _DIFFUSERS_IGNORED)
+        levels = len(o["block_out_channels"])
+        for name, block in (("down_block_types", "DownEncoderBlock2D"), ("up_block_types", "UpDecoderBlock2D")):
+            if list(o[name]) != [block] * levels:
+                raise ValueError(f"diffusers VAE option {name}={o[name]!r} is not supported (only {block}, one per "
+                                 f"block_out_channels entry)")
+        return cls(in_channels=o["in_channels"], out_channels=o["out_channels"],
+                   block_out_channels=tuple(o["block_out_channels"]), layers_per_block=o["layers_per_block"],
+                   latent_channels=o["latent_channels"], norm_num_groups=o["norm_num_groups"],
+                   scaling_factor=float(o["scaling_factor"]), **overrides)
+
+
+# diffusers' AutoencoderKL defaults: a config.json may leave any option out
+_DIFFUSERS_DEFAULTS = dict(
+    in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
+    block_out_channels=(64,), layers_per_block=1, act_fn="silu", latent_channels=4, norm_num_groups=32,
+    scaling_factor=0.18215, shift_factor=None, latents_mean=None, latents_std=None, use_quant_conv=True,
+    use_post_quant_conv=True, mid_block_add_attention=True)
+# the options our VAE implements with SDXL's setting only (the latent statistics would change the scaling)
+_DIFFUSERS_SUPPORTED = dict(act_fn=("silu",), shift_factor=(None,), latents_mean=(None,), latents_std=(None,),
+                            use_quant_conv=(True,), use_post_quant_conv=(True,), mid_block_add_attention=(True,))
+# the pipeline's default image size; whether diffusers' fp16 pipelines run the VAE in fp32
+_DIFFUSERS_IGNORED = ("sample_size", "force_upcast")
 
 
 VAEConfig.PRESETS = {

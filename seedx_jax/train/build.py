@@ -23,6 +23,7 @@ from seedx_jax.data.pipeline import ExampleStream, Mixture, SourceSpec
 from seedx_jax.data.sequences import PromptLists
 from seedx_jax.detokenizer.model import Detokenizer, DetokenizerConfig
 from seedx_jax.lora import LoraConfig
+from seedx_jax.paths import resolve
 from seedx_jax.train.stages import DETOK_STAGES, STAGE_TASKS, STAGES, UNET_TRAINABLE, DetokTrainee, MLLMTrainee
 from seedx_jax.vision.vit import QwenViT, VisionConfig
 
@@ -96,22 +97,37 @@ def _multiples(value: int, size: int) -> str:
 
 
 def model_configs(config) -> dict:
-    """{"vit": VisionConfig, and "agent": AgentConfig or "detokenizer": DetokenizerConfig} with overrides."""
+    """{"vit": VisionConfig, and "agent": AgentConfig or "detokenizer": DetokenizerConfig}: each the
+    fields of `config.model.<part>` over the defaults (or over a `preset` the part names).
+
+    Raises:
+      TrainConfigError: a part that cannot be built (a field it lacks, sizes that do not fit), named.
+    """
     m = config.model
-    cfgs = {"vit": VisionConfig.from_overrides(_dict(m.vit))}
+    cfgs = {"vit": _built("vit", lambda: VisionConfig.from_overrides(_dict(m.vit)))}
     if config.stage in DETOK_STAGES:
-        cfgs["detokenizer"] = DetokenizerConfig.from_overrides(_dict(m.detokenizer))
+        cfgs["detokenizer"] = _built("detokenizer", lambda: DetokenizerConfig.from_overrides(_dict(m.detokenizer)))
         if config.stage == "detok_stage2" and not cfgs["detokenizer"].edits:
             raise TrainConfigError("detok_stage2 needs a de-tokenizer with unet.in_channels = 2 x latent channels "
                                    "(preset stage2 or tiny_edit)")
     else:
-        agent = AgentConfig.from_overrides(_dict(m.agent))
-        lora = LoraConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in _dict(m.lora).items()})
+        agent = _built("agent", lambda: AgentConfig.from_overrides(_dict(m.agent)))
+        lora = _built("lora", lambda: LoraConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                                    for k, v in _dict(m.lora).items()}))
         cfgs["agent"] = agent.replace(llm=agent.llm.replace(lora=lora))
         if agent.feature_dim != cfgs["vit"].output_dim:
             raise TrainConfigError(f"the agent's ViT feature size {agent.feature_dim} != config.model.vit output_dim "
                                    f"{cfgs['vit'].output_dim}")
     return cfgs
+
+
+def _built(part: str, make):
+    """`make()`; a config it cannot build (ValueError, or TypeError for an unknown field) is a
+    TrainConfigError naming `config.model.<part>`."""
+    try:
+        return make()
+    except (ValueError, TypeError) as err:
+        raise TrainConfigError(f"config.model.{part}: {err}") from None
 
 
 def trainee_init(config):
@@ -167,7 +183,8 @@ def _widen_conv_in(loaded: nnx.State, target: dict) -> None:
 
 
 def _paths(name: str, pattern: str) -> list[str]:
-    paths = sorted(p for part in pattern.split(",") if part.strip() for p in glob.glob(os.path.expanduser(part.strip())))
+    """The files of the comma-separated globs `pattern`, relative to the working directory (`~` expanded)."""
+    paths = sorted(p for part in pattern.split(",") if part.strip() for p in glob.glob(resolve(part.strip())))
     if not paths:
         raise TrainConfigError(f"config.data.sources.{name}.paths={pattern!r} matches no files")
     return paths
@@ -207,7 +224,23 @@ def build_data(config, tokenizer: SeedXTokenizer | None, view_size: int) -> Mixt
 def load_tokenizer(config) -> SeedXTokenizer | None:
     if config.stage in DETOK_STAGES:
         return None
-    if not config.tokenizer or not os.path.isdir(config.tokenizer):
+    if not config.tokenizer.strip() or not os.path.isdir(resolve(config.tokenizer)):
         raise TrainConfigError(f"config.tokenizer={config.tokenizer!r} is not a tokenizer directory "
                                "(seedx-jax convert tokenizer writes one)")
-    return SeedXTokenizer.from_dir(config.tokenizer)
+    return SeedXTokenizer.from_dir(resolve(config.tokenizer))
+
+
+def check_vocab(config, tokenizer: SeedXTokenizer | None) -> None:
+    """The tokenizer's ids must all be rows of the agent LLM's embedding: an id past it trains every step
+    on NaN (every id the data builder writes, text and image tokens alike, comes from this tokenizer).
+
+    Raises:
+      TrainConfigError: naming both sizes and the tokenizer.
+    """
+    if tokenizer is None:
+        return
+    vocab = model_configs(config)["agent"].llm.vocab_size
+    if tokenizer.vocab_size > vocab:
+        raise TrainConfigError(f"config.tokenizer={config.tokenizer!r} has {tokenizer.vocab_size} tokens, more than "
+                               f"the {vocab} rows of config.model.agent.llm.vocab_size: use the model's tokenizer "
+                               f"or set vocab_size to at least {tokenizer.vocab_size}")
