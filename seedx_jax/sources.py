@@ -10,6 +10,9 @@ Combinators give several files one key space: `Renamed` (add/strip a prefix), `O
 sources override earlier keys, as the official non-strict loads do; or shards that must not
 overlap), `MergedLora` (peft LoRA folded into its base weights on read). Every problem with a file
 is a `SourceError` naming the file.
+
+`verify_file` reads a file once for its SHA-256 and checks the CRC-32 of every member of a torch zip
+file, which torch.load does not: bytes overwritten inside a tensor's data still load, as garbage.
 """
 from __future__ import annotations
 
@@ -19,7 +22,9 @@ import json
 import os
 import re
 import struct
+import threading
 import zipfile
+import zlib
 from typing import Iterable, Mapping, Protocol
 
 import ml_dtypes
@@ -233,12 +238,82 @@ def open_tensors(path: str) -> TensorSource:
                       + (f"; several candidates: {found}" if found else ""))
 
 
-def file_digest(path: str, chunk: int = 1 << 23) -> str:
-    h = hashlib.sha256()
+def _damaged(path: str, member: str, what: str) -> SourceError:
+    return SourceError(f"{path}: zip member {member} {what}: the file is damaged, download it again")
+
+
+def _zip_members(path: str) -> tuple[list[tuple[int, int, int, str]], list[zipfile.ZipInfo]]:
+    """The members of the zip file `path` (torch's checkpoint format): (data offset, size, CRC-32, name)
+    of each stored one by offset, and the compressed ones; ([], []) for any other file (safetensors and
+    legacy torch pickles carry no checksums).
+
+    Raises SourceError when the zip directory or a member's local header is damaged."""
+    if not zipfile.is_zipfile(path):
+        return [], []
+    stored, compressed = [], []
+    try:
+        with zipfile.ZipFile(path) as z, open(path, "rb") as f:
+            for info in z.infolist():
+                if info.compress_type != zipfile.ZIP_STORED:
+                    compressed.append(info)
+                    continue
+                # The data follows the LOCAL header, whose extra field (torch's alignment padding) can
+                # differ in length from the central directory's copy.
+                f.seek(info.header_offset)
+                header = f.read(30)
+                if len(header) < 30 or header[:4] != b"PK\x03\x04":
+                    raise _damaged(path, info.filename, "has no local header")
+                name_len, extra_len = struct.unpack("<HH", header[26:30])
+                stored.append((info.header_offset + 30 + name_len + extra_len, info.compress_size, info.CRC,
+                               info.filename))
+    except zipfile.BadZipFile as e:
+        raise SourceError(f"{path}: unreadable zip directory ({e}): the file is damaged, download it again") from None
+    return sorted(stored), compressed
+
+
+def verify_file(path: str, *, digest: bool = True, stop: threading.Event | None = None,
+                chunk: int = 1 << 23) -> str | None:
+    """Read `path` once, front to back: its SHA-256 ("sha256:<hex>"; None without `digest`) and, for a
+    torch zip file, every member's CRC-32 checked against the zip directory as its bytes go by. Without
+    `digest` only zip files are read. Returns None early when `stop` is set.
+
+    Raises SourceError naming the file and the first damaged member (a few overwritten bytes in a
+    tensor still load, as garbage weights: only the CRC sees them)."""
+    members, compressed = _zip_members(path)
+    if not digest and not members and not compressed:
+        return None
+    h = hashlib.sha256() if digest else None
+    crc, pos, i = 0, 0, 0  # the CRC of members[i] so far; file offset of the next block
     with open(path, "rb") as f:
         while block := f.read(chunk):
-            h.update(block)
-    return "sha256:" + h.hexdigest()
+            if stop is not None and stop.is_set():
+                return None
+            if h is not None:
+                h.update(block)
+            end, view = pos + len(block), memoryview(block)
+            while i < len(members) and members[i][0] <= end:  # members[i] starts in or before this block
+                start, size, want, name = members[i]
+                crc = zlib.crc32(view[max(start - pos, 0):min(start + size, end) - pos], crc)
+                if start + size > end:
+                    break
+                if crc != want:
+                    raise _damaged(path, name, f"fails its CRC-32 check ({crc:08x}, the directory says {want:08x})")
+                crc, i = 0, i + 1
+            pos = end
+            if h is None and i == len(members):
+                break
+    if i < len(members):
+        raise _damaged(path, members[i][3], "ends past the end of the file")
+    if compressed:
+        with zipfile.ZipFile(path) as z:
+            for info in compressed:
+                try:
+                    with z.open(info) as m:  # zipfile checks the CRC-32 of what it inflates
+                        while m.read(chunk):
+                            pass
+                except (zipfile.BadZipFile, zlib.error) as e:
+                    raise _damaged(path, info.filename, f"cannot be read ({e})") from None
+    return "sha256:" + h.hexdigest() if h is not None else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -338,3 +413,18 @@ class MergedLora:
 
     def files(self) -> list[str]:
         return self.source.files()
+
+
+def locate(source: TensorSource, key: str) -> tuple[str | None, str]:
+    """(the file `key` of `source` is read from, or None for in-memory tensors; its key in that file),
+    through the combinators above. A merged LoRA weight is named by its base weight."""
+    while True:
+        if isinstance(source, Renamed):
+            source, key = source.source, source.names[key]
+        elif isinstance(source, Overlay):
+            source = source.where[key]
+        elif isinstance(source, MergedLora):
+            source = source.source
+        else:
+            files = source.files()
+            return (files[0] if len(files) == 1 else None), key

@@ -9,12 +9,41 @@ training layout `\\n[INST] {images}{question} [/INST]\\n` (src/data/sft_clm.py);
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from seedx_jax import tokens as T
 
 
 class PromptError(ValueError):
     pass
+
+
+_STRUCTURE = {T.IMG_START, T.IMG_END, T.PATCH_START, T.PATCH_END}
+_CONTROL = {"<s>": "beginning-of-sequence", "</s>": "end-of-sequence", "<unk>": "unknown-piece"}
+TAG_RE = re.compile(r"<(?:img_\d+|loc-\d+|/?img|/?patch|box_start|box_end)>")
+
+
+def check_user_text(tokenizer, text: str, name: str = "prompt") -> str:
+    """The one rule for text a user writes, at inference and in training data: box and location
+    tokens may be typed, image-structure and LLM control tokens may not (images go in as images,
+    and the sequence's structure is ours to build).
+
+    Raises:
+      PromptError: `text` is empty, or types an image-structure token (`<img>`, `<patch>`,
+        `<img_00012>`), a control token (`<s>`, `</s>`, `<unk>`) or an unknown SEED-X tag (`<loc-300>`).
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise PromptError(f"{name} is empty")
+    for part in tokenizer.split(text):
+        if part in _STRUCTURE or part.startswith("<img_"):
+            raise PromptError(f"{name} contains {part!r}: images are passed as images, not typed as tokens")
+        if part in _CONTROL:
+            raise PromptError(f"{name} contains {part!r}, the LLM's {_CONTROL[part]} token, which a prompt cannot "
+                              "hold")
+    for tag in TAG_RE.findall(text):
+        if tag not in tokenizer.added_tokens:
+            raise PromptError(f"{name} contains {tag!r}, which is not a SEED-X token")
+    return text
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,10 +9,12 @@ saves one compile per shape. Finished variables are appended to the checkpoint w
 saves whenever `flush_bytes` have accumulated, then dropped. Peak host memory on a CPU-only host
 (where device buffers are host memory) is therefore about twice the largest stacked variable - the
 stack being filled, and Orbax's host copy while it writes one - plus `flush_bytes`, not the
-checkpoint size.
+checkpoint size. Each source tensor's NaN and Inf values are counted on the host copy just read: the
+first non-finite tensor stops the conversion unless `allow_nonfinite` lets it through, listed.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Callable, Sequence
 
@@ -20,22 +22,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from seedx_jax.exits import interrupts_deferred
 from seedx_jax.nn.buffer import Buffer
+from seedx_jax.numerics import nonfinite_counts
 from seedx_jax.progress import Progress
 from seedx_jax.sharding import Rules, abstract_model
-from seedx_jax.sources import TensorSource
+from seedx_jax.sources import SourceError, TensorSource, locate
 from seedx_jax.weights import LoadReport, Rule, fill, path_str, plan_load
-
-
-def abstract_state(init: Callable[[], nnx.Module], mesh: Mesh | None, rules: Rules | None):
-    """(graphdef, state of ShapeDtypeStructs with their target shardings); no mesh: device 0."""
-    if mesh is not None:
-        return abstract_model(init, mesh, rules)
-    graphdef, state = nnx.split(nnx.eval_shape(init))
-    device = SingleDeviceSharding(jax.devices()[0])
-    return graphdef, jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), state)
 
 
 @functools.partial(jax.jit, donate_argnums=0)
@@ -94,13 +89,13 @@ class _PartialWriter:
             for key in path[:-1]:
                 node = node.setdefault(key, {})
             node[path[-1]] = array
-        with self.context:
+        with self.context, interrupts_deferred():  # Orbax writes in its own threads
             self.partial.save(self.path, tree)
         self.pending, self.pending_bytes = {}, 0
 
     def finalize(self) -> None:
         self.flush()
-        with self.context:
+        with self.context, interrupts_deferred():
             self.partial.finalize(self.path)
 
 
@@ -143,6 +138,34 @@ class _DeviceSink:
         self.writer.add(self.targets[name][0], array)
 
 
+@dataclasses.dataclass
+class ConversionReport(LoadReport):
+    """A conversion's `LoadReport`, plus the source tensors holding NaN or Inf that `allow_nonfinite`
+    let through, one "<file>: tensor <key>: <n> NaN, <m> Inf of <size>" line each."""
+
+    nonfinite: list[str] = dataclasses.field(default_factory=list)
+
+
+class _FiniteChecked:
+    """`source` whose reads count the NaN and Inf values of each tensor as it is read (no extra pass
+    over the file): the first non-finite tensor raises, or with `allow` is listed in `found`."""
+
+    def __init__(self, source: TensorSource, allow: bool, found: list[str]):
+        self.source, self.allow, self.found = source, allow, found
+
+    def read(self, key: str) -> np.ndarray:
+        value = self.source.read(key)
+        nan, inf = nonfinite_counts(value)
+        if nan or inf:
+            file, name = locate(self.source, key)
+            where = f"{file}: tensor {name}" if file else f"tensor {name}"
+            if not self.allow:
+                raise SourceError(f"{where} holds {nan} NaN and {inf} infinite values (of {value.size}); "
+                                  "--allow-nonfinite converts it anyway")
+            self.found.append(f"{where}: {nan} NaN, {inf} Inf of {value.size}")
+        return value
+
+
 def _initial_values(init, graphdef, abstract, wanted: set[str]) -> dict[str, jax.Array]:
     """The init values of only the `wanted` variables (LoRA kept at init, RNG state), computed by the
     model's own initialiser in one jit whose other outputs XLA drops."""
@@ -154,33 +177,57 @@ def _initial_values(init, graphdef, abstract, wanted: set[str]) -> dict[str, jax
     return jax.jit(lambda: select(nnx.state(init())), out_shardings=shardings)()
 
 
+def _variable_shapes(abstract) -> dict[str, tuple[int, ...]]:
+    return {path_str(p): tuple(v.shape) for p, v in nnx.to_flat_state(abstract) if isinstance(v, (nnx.Param, Buffer))}
+
+
+def plan_converted(init: Callable[[], nnx.Module], source: TensorSource, table: Sequence[Rule], *,
+                   strict: bool = False, allow_missing: Callable[[str], bool] | None = None):
+    """The conversion plan of `source` into the model `init()` builds, from names and shapes alone:
+    nothing is read or allocated. Raises the one ValueError report of every problem (`plan_load`)."""
+    _, abstract = nnx.split(nnx.eval_shape(init))
+    return plan_load(source, _variable_shapes(abstract), table, strict=strict, allow_missing=allow_missing)
+
+
 def write_converted(path: str, init: Callable[[], nnx.Module], source: TensorSource, table: Sequence[Rule], *,
                     mesh: Mesh | None = None, rules: Rules | None = None, strict: bool = False,
                     allow_missing: Callable[[str], bool] | None = None, flush_bytes: int = 128 << 20,
-                    progress: Progress | None = None) -> LoadReport:
+                    allow_nonfinite: bool = False, check: Callable[[], None] | None = None,
+                    progress: Progress | None = None) -> ConversionReport:
     """Convert `source` through `table` into the Orbax checkpoint directory `path` (which must not exist)
-    of the model `init()` builds; the plan (and its report of every problem) comes before any read."""
+    of the model `init()` builds; the plan (and its report of every problem) comes before any read.
+    `check` runs after each unit of tensors; what it raises stops the conversion.
+
+    Raises:
+      ValueError: the plan's report of every problem (`plan_load`).
+      SourceError: a source tensor holds NaN or Inf (naming its file and key, with the counts), unless
+        `allow_nonfinite`, which lists it in the report's `nonfinite` instead.
+    """
     progress = progress or Progress(quiet=True)
-    graphdef, abstract = abstract_state(init, mesh, rules)
+    graphdef, abstract = abstract_model(init, mesh, rules)
     flat = [(p, v) for p, v in nnx.to_flat_state(abstract)]
     targets = {path_str(p): (p, v.get_value()) for p, v in flat}
-    shapes = {path_str(p): tuple(v.shape) for p, v in flat if isinstance(v, (nnx.Param, Buffer))}
+    shapes = _variable_shapes(abstract)
     plan = plan_load(source, shapes, table, strict=strict, allow_missing=allow_missing)
     writer = _PartialWriter(path, flush_bytes)
     sink = _DeviceSink(targets, writer)
     units = plan.units()
     done = 0
+    nonfinite: list[str] = []
     with progress.stage(f"converting {len(plan.report.loaded)} tensors into {len(shapes)} variables"):
         def report(names):
             nonlocal done
             done += 1
             progress.step(done, len(units), "units")
+            if check is not None:
+                check()
 
-        fill(plan, source, sink, on_unit=report)
+        fill(plan, _FiniteChecked(source, allow_nonfinite, nonfinite), sink, on_unit=report)
         written = {s.name for slots in plan.writes.values() for s, _ in slots}
         rest = set(targets) - written
         if rest:
             for name, array in _initial_values(init, graphdef, abstract, rest).items():
                 writer.add(targets[name][0], array)
         writer.finalize()
-    return plan.report
+    return ConversionReport(**{f.name: getattr(plan.report, f.name) for f in dataclasses.fields(LoadReport)},
+                            nonfinite=nonfinite)

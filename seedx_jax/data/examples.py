@@ -12,9 +12,15 @@ De-tokenizer examples: `target` [R, R, 3] in [-1, 1], `view` [S, S, 3] the targe
 stage 2 `source` [R, R, 3] in [-1, 1].
 
 Filters as the official builders (src/data/*.py): minimum side, aspect ratio in [r, 1/r], caption similarity
-threshold and `filter_flag`. Choices where the facts are silent ([UNKNOWN]: the de-tokenizer training
-data path is not released): de-tokenizer images are centre-cropped to a square and resized (bicubic)
-to `resolution`.
+threshold and `filter_flag`. Text from the data (questions, answers, captions, edit instructions and
+responses) follows the rule for typed text at inference (`check_user_text`): a sample that types an
+image-structure or control token (`<img>`, `<img_00003>`, `<patch>`, `</s>`, ...), which would shift
+every image slot of the row, is skipped with the reason; box and location tokens stay allowed.
+Empty text is skipped where it trains nothing (an answer) or means nothing (an instruction, a
+question without the image beside it); an empty edit response stays, as in SEED-X's list.
+
+Choices where the facts are silent ([UNKNOWN]: the de-tokenizer training data path is not released):
+de-tokenizer images are centre-cropped to a square and resized (bicubic) to `resolution`.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import random
 import numpy as np
 from PIL import Image
 
+from seedx_jax.agent.prompts import PromptError, check_user_text
 from seedx_jax.agent.tokenizer import SeedXTokenizer
 from seedx_jax.data.formats import RawRecord
 from seedx_jax.data.sequences import PromptLists, SequenceError, edit_sequence, t2i_sequence, vqa_sequence
@@ -127,10 +134,15 @@ class ExampleBuilder:
             if "error" in record.fields:
                 raise SequenceError(record.fields["error"])
             return getattr(self, "_" + self.spec.task)(record, random.Random(seed))
-        except (SequenceError, ImageInputError) as err:
+        except (SequenceError, ImageInputError, PromptError) as err:
             return Skip(record.location, str(err))
         except KeyError as err:
             return Skip(record.location, f"missing field {err}")
+
+    def _text(self, text: str, name: str, *, may_be_empty: bool = False) -> None:
+        """Raises PromptError (`check_user_text`) for a field `name` the row cannot hold."""
+        if not (may_be_empty and not text.strip()):
+            check_user_text(self.tok, text, name)
 
     def _image(self, record: RawRecord, name: str) -> Image.Image:
         if name not in record.images:
@@ -157,6 +169,9 @@ class ExampleBuilder:
         turns = record.fields["data"]
         if not isinstance(turns, list) or not all(isinstance(t, str) for t in turns):
             raise SequenceError("'data' must be a list of strings")
+        for i, text in enumerate(turns):  # the image goes beside the first question, which may be all it has
+            self._text(text, f"data[{i}] (the {'answer' if i % 2 else 'question'})",
+                       may_be_empty=i == 0 and "image" in record.images)
         image_first = rng.random() < 0.5
         if "image" not in record.images:
             seq = vqa_sequence(self.tok, turns, num_tiles=None, max_length=self.spec.max_length, image_first=image_first)
@@ -178,6 +193,7 @@ class ExampleBuilder:
         score = _similarity(meta)
         if score is not None and score < self.spec.similarity_threshold:
             raise SequenceError(f"similarity {score} < {self.spec.similarity_threshold}")
+        self._text(caption, "the caption")
         return caption
 
     def _t2i(self, record: RawRecord, rng: random.Random) -> dict:
@@ -198,6 +214,8 @@ class ExampleBuilder:
             response = rng.choice(self.spec.prompts.edit_responses)
         if not isinstance(instruction, str) or not isinstance(response, str):
             raise SequenceError("'instruction' and 'response' must be strings")
+        self._text(instruction, "the instruction")
+        self._text(response, "the response", may_be_empty=True)
         source = process_anyres(self._image(record, "source_image"), EDIT_GRIDS, base=self.spec.view_size)
         target = process_anyres(self._image(record, "target_image"), EDIT_GRIDS, base=self.spec.view_size)
         seq = edit_sequence(self.tok, instruction, response=response, max_length=self.spec.max_length,

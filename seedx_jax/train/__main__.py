@@ -1,7 +1,14 @@
-"""`python -m seedx_jax.train --config configs/<stage>.py --workdir DIR [--config.x=y ...]`.
+"""`python -m seedx_jax.train --config CONFIG --workdir DIR [--config.x=y ...]`.
+
+CONFIG: a config file (`configs/sft_edit.py:tiny`, relative to the working directory) or the name of
+a shipped one (`sft_edit:tiny`, `demo:detok_stage1`; `seedx_jax.train.config_files`); every field,
+nested ones too, can be overridden (`--config.model.agent.llm.remat=full`).
 
 Multi-host flags: `seedx_jax.train.distributed`. Run `python -m seedx_jax.preflight` with the same
 config on the target first: it checks the mesh, the batch split and the memory before a long compile.
+
+Exit status: 0 done (or preempted, with a checkpoint to resume from); 2 a bad setting or input, one
+line naming it; 1 the run diverged (too many non-finite steps), one line, checkpoint saved.
 """
 import logging
 import sys
@@ -10,9 +17,12 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from seedx_jax.exits import error_line
 from seedx_jax.train import distributed
+from seedx_jax.train.config_files import parse_flags
 
-config_flags.DEFINE_config_file("config", None, "a configs/<stage>.py file", lock_config=True)
+config_flags.DEFINE_config_file("config", None, "a config file, or a shipped config's name (sft_edit:tiny)",
+                                lock_config=True)
 flags.DEFINE_string("workdir", None, "checkpoints, TensorBoard events and samples go here; an existing run resumes")
 distributed.define_flags()
 flags.mark_flags_as_required(["config", "workdir"])
@@ -28,16 +38,20 @@ def main(argv) -> int:
     from seedx_jax.data.pipeline import DataError
     from seedx_jax.train.build import TrainConfigError
     from seedx_jax.train.loop import train
+    from seedx_jax.train.workdir import WorkdirError
 
     try:
         result = train(FLAGS.config, FLAGS.workdir)
-    except (TrainConfigError, DataError, FloatingPointError) as err:
-        print(f"seedx_jax.train: error: {err}", file=sys.stderr)
+    except (TrainConfigError, WorkdirError, DataError) as err:
+        print(f"seedx_jax.train: error: {error_line(err)}", file=sys.stderr)
         return 2
+    except FloatingPointError as err:  # the run diverged: not bad input
+        print(f"seedx_jax.train: error: {error_line(err)}", file=sys.stderr)
+        return 1
     print(f"seedx_jax.train: {result.status} at step {result.step}; checkpoints in {FLAGS.workdir}/checkpoints",
           file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags("seedx_jax.train"))

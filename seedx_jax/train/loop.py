@@ -20,8 +20,10 @@ import numpy as np
 from flax import nnx
 
 from seedx_jax import sharding
+from seedx_jax.numerics import NonFiniteError
+from seedx_jax.train import workdir as run_dir
 from seedx_jax.train.build import (TrainConfigError, build_data, build_trainee, check_batches, check_config,
-                                   load_tokenizer, make_train_mesh, model_configs)
+                                   check_vocab, load_tokenizer, make_train_mesh, model_configs)
 from seedx_jax.train.checkpoints import TrainCheckpoints
 from seedx_jax.train.metrics import MetricsLog, Throughput, compiled_flops, peak_flops
 from seedx_jax.train.optim import OptimConfig, lr_factor, make_optimizer
@@ -109,15 +111,26 @@ def _counts(local: dict[str, np.ndarray]) -> tuple[float, float]:
 
 
 def train(config, workdir: str, *, log_stream=None) -> RunResult:
+    """Run (or resume) the training of `config` in `workdir` (a path as typed or a gs:// URL).
+
+    Raises:
+      TrainConfigError, WorkdirError, DataError: one line naming the setting, before anything compiles.
+      NonFiniteError: `config.train.max_consecutive_nonfinite` steps in a row, or `max_nonfinite` in all,
+        or every step of this run had a non-finite loss or gradient (skipped); a checkpoint is saved first.
+    """
     check_config(config)
+    run_dir.check_workdir(workdir, config)
     mesh = make_train_mesh(config.mesh)
     rules = sharding.rules_with_overrides(dict(config.sharding_rules))
     check_batches(config, mesh, rules)
     tokenizer = load_tokenizer(config)
+    check_vocab(config, tokenizer)
     view_size = model_configs(config)["vit"].image_size
     mixture = build_data(config, tokenizer, view_size)
     optim_cfg = OptimConfig(**config.optim)
     main = jax.process_index() == 0
+    if main:
+        run_dir.mark_workdir(workdir, config.stage)
     metrics_log = MetricsLog(workdir, config.train.steps, stream=log_stream, enabled=main)
 
     with jax.set_mesh(mesh), sharding.use_rules(rules):
@@ -140,6 +153,7 @@ def train(config, workdir: str, *, log_stream=None) -> RunResult:
                 raise TrainConfigError(f"{workdir} holds a {record.get('stage')} run; config.stage is {config.stage}")
             if main:
                 log.warning("resumed from step %d of %s", start, checkpoints.directory)
+        applied_at_start = int(state.step)
 
         compiled: dict[str, tuple] = {}
         history: list[dict] = []
@@ -153,6 +167,27 @@ def train(config, workdir: str, *, log_stream=None) -> RunResult:
             return {"stage": config.stage, "step": done, "optimizer_steps": int(state.step),
                     "nonfinite_steps": int(state.nonfinite),
                     "sources": {n: dataclasses.asdict(s) for n, s in mixture.stats().items()}}
+
+        def stop_nonfinite(done: int, what: str) -> None:
+            """Save the state after loop step `done` (its parameters are the last finite step's: skipped
+            steps change none) unless saved already, write out the metrics, then raise."""
+            checkpoints.wait()
+            if checkpoints.latest_step() != done:
+                checkpoints.save(done, state, mixture, record_for(done))
+                checkpoints.wait()
+            metrics_log.close()  # the losses up to the stop are what to look at
+            raise NonFiniteError(f"{what}: check the learning rate, the data and the tokenizer; checkpoint of the "
+                                 f"last finite state saved in {checkpoints.directory}/{done}")
+
+        limit = config.train.max_consecutive_nonfinite
+
+        def check_streak(at: int, streak: jax.Array, done: int) -> None:
+            """Stop when the skips in a row after loop step `at` reached the limit (`done`: the newest step)."""
+            if limit and int(streak) >= limit:
+                stop_nonfinite(done, f"{int(streak)} consecutive steps had a non-finite loss or gradient (last at "
+                                     f"step {at}; config.train.max_consecutive_nonfinite={limit})")
+
+        previous = None  # (loop step, its streak): read once the next step is queued, so the device never waits
 
         with _StopSignal() as stop:
             for step in range(start, config.train.steps):
@@ -173,6 +208,9 @@ def train(config, workdir: str, *, log_stream=None) -> RunResult:
                 exe, flops = compiled[name]
                 state, metrics = exe(state, rest, batch)
                 done = step + 1
+                if previous is not None:
+                    check_streak(*previous, done)
+                previous = (done, metrics["nonfinite_streak"])
                 throughput.add(tokens * jax.process_count(), images * jax.process_count())
                 if done % config.train.log_every == 0 or done == config.train.steps:
                     values = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -185,11 +223,9 @@ def train(config, workdir: str, *, log_stream=None) -> RunResult:
                     metrics_log.log(done, scalars)
                     history.append({"step": done, **scalars})
                     if int(state.nonfinite) > config.train.max_nonfinite:
-                        checkpoints.save(done, state, mixture, record_for(done))
-                        checkpoints.wait()
-                        raise FloatingPointError(f"{int(state.nonfinite)} steps had a non-finite loss or gradient "
-                                                 f"(> config.train.max_nonfinite={config.train.max_nonfinite}); "
-                                                 f"stopped at step {done}, checkpoint saved")
+                        stop_nonfinite(done, f"{int(state.nonfinite)} steps had a non-finite loss or gradient (> "
+                                             f"config.train.max_nonfinite={config.train.max_nonfinite}; stopped at "
+                                             f"step {done})")
                 if sample_batch is not None and config.train.sample_every and done % config.train.sample_every == 0:
                     path = os.path.join(workdir, "samples", f"step_{done:07d}.png")
                     write_samples(path, nnx.merge(graphdef, state.params, rest), sample_batch,
@@ -203,6 +239,10 @@ def train(config, workdir: str, *, log_stream=None) -> RunResult:
                         log.warning("SIGTERM: saved step %d, stopping", done)
                     break
                 step = done
+            if previous is not None:
+                check_streak(*previous, step)
+            if status == "done" and step > start and int(state.step) == applied_at_start:
+                stop_nonfinite(step, f"all {step - start} steps of this run had a non-finite loss or gradient")
         checkpoints.wait()
         checkpoints.close()
     metrics_log.close()

@@ -4,8 +4,9 @@ The model is split once into (graphdef, trainable params, frozen rest) by a filt
 parameters get no gradients and no optimizer state. A step takes `accumulation` micro-batches
 (a leading axis on every batch leaf), sums their gradients in a `lax.scan`, averages them (as
 accelerate's gradient accumulation does), and applies the optimizer - unless the loss or any
-gradient is not finite: then nothing changes and `nonfinite` counts the skip. The train state is
-donated, so parameters and optimizer state are updated in place.
+gradient is not finite: then nothing changes, `nonfinite` counts the skip and `streak` the skips in a
+row (the loop stops a run that no longer recovers). The train state is donated, so parameters and
+optimizer state are updated in place.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class TrainState(NamedTuple):
     opt_state: optax.OptState
     step: jax.Array  # optimizer steps taken (int32)
     nonfinite: jax.Array  # steps skipped for a non-finite loss or gradient (int32)
+    streak: jax.Array  # of those, the ones since the last finite step (int32; 0 after a finite step)
     rng: jax.Array  # key for dropout, split once per micro-batch
 
 
@@ -37,7 +39,8 @@ def split_trainable(model: nnx.Module, trainable) -> tuple[nnx.GraphDef, nnx.Sta
 
 
 def init_state(params: nnx.State, optimizer: optax.GradientTransformation, rng: jax.Array) -> TrainState:
-    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), rng)
+    step, nonfinite, streak = (jnp.zeros((), jnp.int32) for _ in range(3))  # distinct buffers: the state is donated
+    return TrainState(params, optimizer.init(params), step, nonfinite, streak, rng)
 
 
 def state_shardings(state: TrainState, rest: nnx.State, optimizer: optax.GradientTransformation, mesh: Mesh,
@@ -48,7 +51,7 @@ def state_shardings(state: TrainState, rest: nnx.State, optimizer: optax.Gradien
     replicated = NamedSharding(mesh, PartitionSpec())
     opt = optax.tree_map_params(optimizer, lambda _, s: s, state.opt_state, params,
                                 transform_non_params=lambda _: replicated)
-    return (TrainState(params, opt, replicated, replicated, replicated),
+    return (TrainState(params, opt, replicated, replicated, replicated, replicated),
             sharding.state_shardings(rest, mesh, rules))
 
 
@@ -69,7 +72,8 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.Gr
 
     `loss_fn(model, micro_batch, rng) -> (loss, aux scalars)`; `batch` leaves are `[A, micro, ...]`.
     Metrics: the mean loss and aux values over the A micro-batches, `grad_norm` (before clipping),
-    `finite` (1.0 when the update was applied). `shardings` (from `state_shardings`) and
+    `finite` (1.0 when the update was applied), `nonfinite_streak` (the new state's `streak`, int32:
+    the loop reads it without touching the donated state). `shardings` (from `state_shardings`) and
     `batch_sharding` (from `batch_shardings`) make the in/out shardings explicit.
     """
 
@@ -101,10 +105,12 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.Gr
         def keep(new, old):
             return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
 
+        streak = jnp.where(finite, 0, state.streak + 1)
         new_state = TrainState(keep(params, state.params), keep(opt_state, state.opt_state),
                                state.step + finite.astype(jnp.int32), state.nonfinite + (~finite).astype(jnp.int32),
-                               rng)
-        metrics = {"loss": value, **aux, "grad_norm": grad_norm, "finite": finite.astype(jnp.float32)}
+                               streak, rng)
+        metrics = {"loss": value, **aux, "grad_norm": grad_norm, "finite": finite.astype(jnp.float32),
+                   "nonfinite_streak": streak}
         return new_state, metrics
 
     if shardings is None:
