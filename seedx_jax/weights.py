@@ -21,15 +21,16 @@ stacked kernel) into a `Sink`.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
-from typing import Callable, Iterator, Mapping, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from seedx_jax.nn.buffer import Buffer
-from seedx_jax.sources import TensorSource, as_source
+from seedx_jax.sources import ArraySource, TensorSource
 
 # --------------------------------------------------------------------------------------------------
 # Layout transforms (each with its inverse, for export)
@@ -364,14 +365,47 @@ class _ModelSink:
             var[...] = jnp.asarray(self.buffers.pop(name), var.dtype)
 
 
+def tensor_source(tensors, name: str = "tensors") -> TensorSource:
+    """A TensorSource as given, or in-memory tensors: a mapping or (a list / generator of) `(key, array)`
+    pairs, keys str, arrays anything with a `shape` (numpy, jax, torch).
+
+    Raises:
+      ValueError: naming `name`, for anything else (a file path: `seedx_jax.sources.open_tensors`
+        reads files).
+    """
+    if hasattr(tensors, "read"):
+        return tensors
+    if isinstance(tensors, (str, bytes, os.PathLike)):
+        raise ValueError(f"{name} is a {type(tensors).__name__}; open a file with seedx_jax.sources.open_tensors")
+    if not isinstance(tensors, (Mapping, Iterable)):
+        raise ValueError(f"{name} must be a mapping or (key, array) pairs, got {type(tensors).__name__}")
+    pairs = {}
+    for item in tensors.items() if isinstance(tensors, Mapping) else tensors:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str)
+                and hasattr(item[1], "shape")):
+            raise ValueError(f"{name} must be a mapping or (key, array) pairs, got an item {_describe(item)}")
+        pairs[item[0]] = item[1]
+    return ArraySource(pairs)
+
+
+def _describe(item) -> str:
+    if isinstance(item, (tuple, list)):
+        return "(" + ", ".join(type(x).__name__ for x in item) + ")"
+    return type(item).__name__
+
+
 def load_weights(model: nnx.Module, tensors, table: Sequence[Rule], *, strict: bool = False,
                  allow_missing: Callable[[str], bool] | None = None) -> LoadReport:
-    """Write source tensors (a TensorSource, a mapping or `(key, array)` pairs) into `model` in place.
+    """Write source tensors (`tensor_source`: a TensorSource, a mapping or `(key, array)` pairs) into
+    `model` in place.
 
     Default: fail on shape mismatches and missing variables (except those `allow_missing` accepts);
     `strict` also fails on source keys that no rule maps.
+
+    Raises:
+      ValueError: `tensors` of another form (before any variable is written), or the load report's problems.
     """
-    source = as_source(tensors)
+    source = tensor_source(tensors)
     shapes = variable_shapes(nnx.state(model, (nnx.Param, Buffer)))
     plan = plan_load(source, shapes, table, strict=strict, allow_missing=allow_missing)
     fill(plan, source, _ModelSink(model))

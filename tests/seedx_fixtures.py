@@ -73,11 +73,27 @@ def script_agent(agent, tokenizer, transitions: dict[str, str]) -> None:
     llm.norm.scale[...] = jnp.ones_like(llm.norm.scale[...])
     emb = llm.embed_tokens.embedding[...]
     head = jnp.zeros_like(llm.lm_head.kernel[...])
-
-    def tid(tok):
-        return {"\n": 13, "</s>": tokenizer.eos_id}.get(tok) or tokenizer.token_id(tok)
-
     for src, dst in transitions.items():
-        e = emb[tid(src)]
-        head = head.at[:, tid(dst)].add(10 * e / jnp.sqrt(jnp.mean(e * e)))
+        e = emb[_token_id(tokenizer, src)]
+        head = head.at[:, _token_id(tokenizer, dst)].add(10 * e / jnp.sqrt(jnp.mean(e * e)))
     llm.lm_head.kernel[...] = head
+
+
+def script_torch_agent(agent: TorchAgent, tokenizer, transitions: dict[str, str]) -> None:
+    """`script_agent` on the PyTorch statement, for release files whose answers are known."""
+    llm = agent.llm
+    with torch.no_grad():
+        for layer in llm.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        llm.model.norm.weight.fill_(1.0)
+        emb = llm.model.embed_tokens.weight
+        head = llm.lm_head.weight  # [vocab, hidden]: the transpose of our kernel
+        head.zero_()
+        for src, dst in transitions.items():
+            e = emb[_token_id(tokenizer, src)]
+            head[_token_id(tokenizer, dst)] += 10 * e / torch.sqrt(torch.mean(e * e))
+
+
+def _token_id(tokenizer, token: str) -> int:
+    return {"\n": 13, "</s>": tokenizer.eos_id}.get(token) or tokenizer.token_id(token)

@@ -17,8 +17,9 @@ import json
 import os
 import re
 import shutil
-from typing import Iterable
+from typing import Iterable, Mapping
 
+import numpy as np
 import sentencepiece as spm
 
 from seedx_jax import tokens as T
@@ -59,6 +60,17 @@ class TokenizerError(ValueError):
     pass
 
 
+def _path(path, name: str) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TokenizerError(f"tokenizer: {name} must be a path (str or os.PathLike), got {type(path).__name__}")
+    return os.fspath(path)
+
+
+def _flag(value, name: str) -> None:
+    if not isinstance(value, bool):  # "no" or 0.5 would silently count as True
+        raise TokenizerError(f"{name}={value!r} must be True or False")
+
+
 class SeedXTokenizer:
     """`encode(text) -> ids`, `decode(ids) -> text` for SEED-X prompts.
 
@@ -66,8 +78,12 @@ class SeedXTokenizer:
     330 SEED-X tokens get ids `sp_vocab_size .. sp_vocab_size + 329` in the released order.
     """
 
-    def __init__(self, sp_model_file: str, added_tokens: dict[str, int] | None = None,
+    def __init__(self, sp_model_file: str | os.PathLike, added_tokens: dict[str, int] | None = None,
                  pad_token: str | None = None):
+        """Raises TokenizerError (a ValueError): no SentencePiece model at `sp_model_file`, `added_tokens`
+        not a mapping of strings to int ids after the base vocabulary holding all 330 SEED-X tokens, or a
+        `pad_token` that is not an added or control token."""
+        sp_model_file = _path(sp_model_file, "sp_model_file")
         if not os.path.isfile(sp_model_file):
             raise TokenizerError(f"tokenizer: no SentencePiece model at {sp_model_file}")
         self.sp_model_file = sp_model_file
@@ -75,6 +91,10 @@ class SeedXTokenizer:
         base = self.sp.get_piece_size()
         if added_tokens is None:
             added_tokens = {tok: base + i for i, tok in enumerate(released_added_tokens())}
+        if not isinstance(added_tokens, Mapping) or not all(
+                isinstance(t, str) and isinstance(i, int) and not isinstance(i, bool) for t, i in added_tokens.items()):
+            raise TokenizerError(f"tokenizer: added_tokens must map token strings to int ids, got "
+                                 f"{type(added_tokens).__name__}")
         missing = [t for t in released_added_tokens() if t not in added_tokens]
         if missing:
             raise TokenizerError(f"tokenizer: added tokens lack {len(missing)} SEED-X tokens, e.g. {missing[:3]}")
@@ -96,8 +116,12 @@ class SeedXTokenizer:
     # -- files ---------------------------------------------------------------------------------
 
     @classmethod
-    def from_dir(cls, path: str) -> "SeedXTokenizer":
-        """A released tokenizer folder: tokenizer.model [+ added_tokens.json, special_tokens_map.json]."""
+    def from_dir(cls, path: str | os.PathLike) -> "SeedXTokenizer":
+        """A released tokenizer folder: tokenizer.model [+ added_tokens.json, special_tokens_map.json].
+
+        Raises TokenizerError (a ValueError): `path` is not a directory (or not a path at all), or its
+        files do not make a SEED-X tokenizer (see the constructor)."""
+        path = _path(path, "path")
         if not os.path.isdir(path):
             raise TokenizerError(f"tokenizer: {path} is not a directory")
         added = None
@@ -146,7 +170,13 @@ class SeedXTokenizer:
         return [p for p in parts if p]
 
     def encode(self, text: str, *, add_bos: bool = False) -> list[int]:
-        """ids of `text` (`add_special_tokens=False` semantics; `add_bos` prepends BOS as the scripts do)."""
+        """ids of `text` (`add_special_tokens=False` semantics; `add_bos` prepends BOS as the scripts do).
+
+        Raises TokenizerError (a ValueError): `text` is not a str (bytes included: decode them first, the
+        encoding is the caller's to know), or `add_bos` is not a bool."""
+        if not isinstance(text, str):
+            raise TokenizerError(f"text must be a str, got {type(text).__name__}")
+        _flag(add_bos, "add_bos")
         ids = [self.bos_id] if add_bos else []
         for part in self.split(text):
             if part in self.added_tokens or part in self._control:
@@ -158,9 +188,13 @@ class SeedXTokenizer:
     def decode(self, ids: Iterable[int], *, skip_special_tokens: bool = False) -> str:
         """As 4.30.2: SentencePiece runs decoded, added tokens joined to them with single spaces.
         `skip_special_tokens` drops only `<s>`, `</s>`, `<unk>`: 4.30.2 loads added_tokens.json entries as
-        ordinary (not special) added tokens, so `<img>`, `<loc-k>`, ... stay."""
+        ordinary (not special) added tokens, so `<img>`, `<loc-k>`, ... stay.
+
+        ids: a sequence of ints or a 1-D integer numpy / jax array. Raises TokenizerError (a ValueError):
+        anything else (floats, a str, a 2-D array), or an id outside [0, vocab_size)."""
+        _flag(skip_special_tokens, "skip_special_tokens")
         chunks, run = [], []
-        for i in (int(i) for i in ids):
+        for i in self._checked_ids(ids):
             if skip_special_tokens and i in self._control_by_id:
                 continue
             if i in self._added_by_id:
@@ -173,6 +207,23 @@ class SeedXTokenizer:
         if run:
             chunks.append(self._decode_run(run))
         return " ".join(chunks)
+
+    def _checked_ids(self, ids) -> list[int]:
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+            raise TokenizerError(f"ids must be a sequence of token ids, got {type(ids).__name__}")
+        try:
+            array = np.asarray(ids if hasattr(ids, "shape") else list(ids))
+        except ValueError:  # ragged nesting
+            raise TokenizerError("ids must be a flat sequence of token ids") from None
+        if array.size == 0:
+            return []
+        if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+            raise TokenizerError(f"ids must be a flat sequence of integer token ids, got {array.dtype} values "
+                                 f"of shape {array.shape}")
+        bad = array[(array < 0) | (array >= self.vocab_size)]
+        if bad.size:
+            raise TokenizerError(f"ids holds id {bad[0]} outside the vocabulary of {self.vocab_size} tokens")
+        return array.tolist()
 
     def _decode_run(self, run: list[int]) -> str:
         """4.30.2's `LlamaTokenizer.convert_tokens_to_string`: `<s>`, `</s>`, `<unk>` are written as

@@ -17,9 +17,11 @@ from flax import nnx
 
 from seedx_jax.config_base import ConfigBase
 from seedx_jax.detokenizer.resampler_xl import ResamplerXL, ResamplerXLConfig
-from seedx_jax.diffusion.sampling import Conditioning, SamplerConfig, sample_latents
+from seedx_jax.diffusion.sampling import Conditioning, SamplerConfig, check_seed, sample_latents, user_array
 from seedx_jax.diffusion.unet import UNet2DConditionModel, UNetConfig
 from seedx_jax.diffusion.vae import AutoencoderKL, VAEConfig
+from seedx_jax.numerics import nonfinite_counts
+from seedx_jax.vision.encode import check_views
 from seedx_jax.vision.features import vit_down
 from seedx_jax.vision.vit import QwenViT
 
@@ -61,29 +63,57 @@ DetokenizerConfig.PRESETS = {
 
 
 def negative_features(vit: QwenViT, *, pooled: bool = True) -> jax.Array:
-    """The guidance negative: ViT of an all-zero normalised image `[1, 64 or 256, output_dim]`.
+    """The guidance negative: ViT of an all-zero normalised image `[1, 64 or 256, output_dim]` float32.
 
     `pooled=True` (path A, features regressed by the LLM) applies `vit_down` to 64 tokens; path B
     (reconstructing an image's own ViT features) uses all 256 (as the official scripts).
+
+    Raises:
+      ValueError: `vit` is not a `QwenViT`, or `pooled` is not a bool.
     """
+    _check_vit(vit)
+    if not isinstance(pooled, bool):
+        raise ValueError(f"pooled={pooled!r} must be True or False")
     s = vit.config.image_size
     feats = _vit_forward(vit, jnp.zeros((1, s, s, 3), jnp.float32))
     return vit_down(feats) if pooled else feats
 
 
 def to_uint8(images: jax.Array) -> np.ndarray:
-    """`[N, H, W, 3]` in about [-1, 1] -> uint8 as diffusers: round(clamp(x / 2 + 0.5, 0, 1) * 255)."""
+    """`[N, H, W, 3]` floats in about [-1, 1] (jax or numpy) -> uint8 `[N, H, W, 3]` as diffusers:
+    round(clamp(x / 2 + 0.5, 0, 1) * 255).
+
+    Raises:
+      ValueError: `images` is not a float `[N, H, W, 3]` array (uint8 pixels would come back white),
+        or holds NaN / Inf (they would come back as arbitrary pixels).
+    """
+    if not isinstance(images, (jax.Array, np.ndarray)) or not jnp.issubdtype(images.dtype, jnp.floating):
+        raise ValueError(f"images must be a float jax or numpy array in [-1, 1], got "
+                         f"{getattr(images, 'dtype', type(images).__name__)}")
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images has shape {tuple(images.shape)}; to_uint8 takes [N, H, W, 3]")
+    nan, inf = nonfinite_counts(images)
+    if nan or inf:
+        raise ValueError(f"images holds {nan} NaN and {inf} infinite values")
     return np.asarray(jnp.round(jnp.clip(images / 2 + 0.5, 0, 1) * 255)).astype(np.uint8)
 
 
+def _check_vit(vit) -> None:
+    if not isinstance(vit, QwenViT):
+        raise ValueError(f"vit must be a QwenViT, got {type(vit).__name__}")
+
+
+def _features(x, name: str, dim: int) -> jax.Array:
+    x = user_array(x, name)
+    if x.ndim != 3 or 0 in x.shape or x.shape[-1] != dim:
+        raise ValueError(f"{name} must be [N, L, {dim}] ViT-space features, got shape {tuple(x.shape)}")
+    return x
+
+
 _vit_forward = nnx.jit(QwenViT.__call__)  # module level: one compile per view shape, reused across calls
-
-
-@nnx.jit
-def _condition(resampler, features, negative):
-    embeds, pooled = resampler(jnp.concatenate([features, negative], axis=0))  # as the official path A
-    n = features.shape[0]
-    return (embeds[:n], pooled[:n]), (embeds[n:], pooled[n:])
+# The positive and negative features are resampled apart (the official path A stacks them): the
+# ResamplerXL works per sample, and apart they may differ in length and the negative stays 1 row.
+_resample = nnx.jit(ResamplerXL.__call__)
 
 
 @nnx.jit
@@ -103,39 +133,67 @@ class Detokenizer(nnx.Module):
         self.unet = UNet2DConditionModel(cfg.unet, rngs=rngs)
         self.vae = AutoencoderKL(cfg.vae, rngs=rngs)
 
-    def _check(self, features, negative, height: int, width: int, condition_images) -> None:
+    def _check_request(self, n: int, height, width, sampler, condition_images, noise, seed
+                       ) -> tuple[jax.Array | None, jax.Array | None]:
+        """The checks `generate` and `reconstruct` share, for `n` images -> (condition_images, noise)
+        as float32 arrays (or None)."""
         cfg, f = self.config, self.config.pixel_factor
-        dim = cfg.resampler.embedding_dim
-        for name, x in (("features", features), ("negative", negative)):
-            if x.ndim != 3 or x.shape[-1] != dim:
-                raise ValueError(f"{name} must be [N, L, {dim}] ViT-space features, got shape {tuple(x.shape)}")
-        if negative.shape[0] not in (1, features.shape[0]):
-            raise ValueError(f"negative batch {negative.shape[0]} must be 1 or match features batch {features.shape[0]}")
         for name, v in (("height", height), ("width", width)):
-            if v <= 0 or v % f:
-                raise ValueError(f"{name}={v} must be a positive multiple of {f} (VAE x U-Net downsampling)")
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0 or v % f:
+                raise ValueError(f"{name}={v!r} must be a positive multiple of {f} (VAE x U-Net downsampling)")
+        if not isinstance(sampler, SamplerConfig):
+            raise ValueError(f"sampler must be a SamplerConfig, got {type(sampler).__name__}")
+        check_seed(seed)
         if condition_images is not None:
             if not cfg.edits:
                 raise ValueError("condition_images need a stage-2 de-tokenizer (unet in_channels=8)")
-            want = (features.shape[0], height, width, 3)
+            condition_images = user_array(condition_images, "condition_images")
+            want = (n, height, width, 3)
             if tuple(condition_images.shape) != want:
                 raise ValueError(f"condition_images must be {want} (NHWC, resized to height x width), "
                                  f"got {tuple(condition_images.shape)}")
+            pixels = np.asarray(condition_images)
+            if pixels.min() < 0 or pixels.max() > 1:  # e.g. [-1, 1] or 0..255 pixels: a wrong condition latent
+                raise ValueError(f"condition_images hold values in [{pixels.min()}, {pixels.max()}]; "
+                                 f"generate takes [0, 1]")
+        if noise is not None:
+            noise = user_array(noise, "noise")
+            d = cfg.vae.downsample_factor
+            want = (n, height // d, width // d, cfg.unet.out_channels)
+            if tuple(noise.shape) != want:
+                raise ValueError(f"noise has shape {tuple(noise.shape)}; {width}x{height} needs {want} (NHWC)")
+        return condition_images, noise
 
     def generate(self, features: jax.Array, negative: jax.Array, *, height: int = 1024, width: int = 1024,
                  sampler: SamplerConfig = SamplerConfig(), condition_images: jax.Array | None = None,
                  noise: jax.Array | None = None, seed: int = 0, progress: bool = False) -> jax.Array:
         """features `[N, L, 4096]` (64 LLM-regressed or 256 ViT tokens), negative `[1 or N, L', 4096]`
-        (`negative_features`), condition_images `[N, height, width, 3]` in [0, 1] (stage 2) ->
-        images `[N, height, width, 3]` in about [-1, 1] (`to_uint8` for pixels)."""
-        self._check(features, negative, height, width, condition_images)
+        (`negative_features`), condition_images `[N, height, width, 3]` in [0, 1] (stage 2), noise
+        `[N, height / 8, width / 8, 4]` (default: drawn from `seed`, an int in [0, 2**32)) ->
+        images `[N, height, width, 3]` float32 in about [-1, 1] (`to_uint8` for pixels). Arrays are
+        jax or numpy, any float dtype (computed in float32); height and width are ints.
+
+        Raises:
+          ValueError: before anything is traced, naming the argument: arrays that are not float, of
+            another shape, or hold NaN / Inf; condition images outside [0, 1] or given to stage 1;
+            sides that are not positive multiples of `config.pixel_factor`; a bad seed or sampler.
+        """
+        dim = self.config.resampler.embedding_dim
+        features, negative = _features(features, "features", dim), _features(negative, "negative", dim)
         n = features.shape[0]
-        negative = jnp.broadcast_to(negative, (n, *negative.shape[1:]))
-        (pos_embeds, pos_pooled), (neg_embeds, neg_pooled) = _condition(self.resampler, features, negative)
+        if negative.shape[0] not in (1, n):
+            raise ValueError(f"negative batch {negative.shape[0]} must be 1 or match features batch {n}")
+        condition_images, noise = self._check_request(n, height, width, sampler, condition_images, noise, seed)
+        return self._generate(features, negative, height, width, sampler, condition_images, noise, seed, progress)
+
+    def _generate(self, features, negative, height, width, sampler, condition_images, noise, seed, progress):
+        n = features.shape[0]
+        pos_embeds, pos_pooled = _resample(self.resampler, features)
+        neg_embeds, neg_pooled = (jnp.broadcast_to(x, (n, *x.shape[1:])) for x in _resample(self.resampler, negative))
         time_ids = jnp.tile(jnp.asarray([[height, width, 0, 0, height, width]], jnp.float32), (n, 1))
         cond_latents = None
         if condition_images is not None:  # posterior mean, no scaling factor (as official)
-            cond_latents = _encode_mean(self.vae, 2 * condition_images.astype(jnp.float32) - 1)
+            cond_latents = _encode_mean(self.vae, 2 * condition_images - 1)
         f = self.config.vae.downsample_factor
         latents = sample_latents(self.unet, Conditioning(pos_embeds, pos_pooled, time_ids),
                                  Conditioning(neg_embeds, neg_pooled, time_ids), config=sampler, noise=noise,
@@ -143,9 +201,26 @@ class Detokenizer(nnx.Module):
                                  progress=progress)
         return _decode(self.vae, latents)
 
-    def reconstruct(self, vit: QwenViT, images: jax.Array, **generate_kwargs) -> jax.Array:
+    def reconstruct(self, vit: QwenViT, images: jax.Array, *, height: int = 1024, width: int = 1024,
+                    sampler: SamplerConfig = SamplerConfig(), condition_images: jax.Array | None = None,
+                    noise: jax.Array | None = None, seed: int = 0, progress: bool = False) -> jax.Array:
         """Path B of `get_image_embeds` (the official reconstruction demos): `image_transform`-ed views
-        `[N, S, S, 3]` -> all 256 ViT tokens -> `generate` against the unpooled zero-image negative.
-        Pass `condition_images` too for a stage-2 reconstruction."""
-        features = _vit_forward(vit, images)
-        return self.generate(features, negative_features(vit, pooled=False), **generate_kwargs)
+        `[N, S, S, 3]` (float, S a multiple of the ViT patch size) -> all 256 ViT tokens -> `generate`
+        against the unpooled zero-image negative. Pass `condition_images` too for a stage-2
+        reconstruction; the other arguments are `generate`'s.
+
+        Raises:
+          ValueError: before the ViT runs: `vit` not a `QwenViT` of this de-tokenizer's feature width,
+            `images` not float `[N, S, S, 3]` views, or any of `generate`'s errors.
+        """
+        _check_vit(vit)
+        dim = self.config.resampler.embedding_dim
+        if vit.config.output_dim != dim:
+            raise ValueError(f"vit output_dim={vit.config.output_dim} does not match the de-tokenizer's "
+                             f"embedding_dim={dim}")
+        views = check_views(images, vit.config.patch_size, "images")
+        condition_images, noise = self._check_request(len(views), height, width, sampler, condition_images, noise,
+                                                      seed)
+        features = _vit_forward(vit, jnp.asarray(views))
+        return self._generate(features, negative_features(vit, pooled=False), height, width, sampler,
+                              condition_images, noise, seed, progress)

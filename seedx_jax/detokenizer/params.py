@@ -6,10 +6,12 @@ from typing import Iterable
 
 import numpy as np
 
+from seedx_jax.detokenizer.model import Detokenizer
 from seedx_jax.detokenizer.resampler_xl import ResamplerXL
 from seedx_jax.diffusion.params import UNET_RULES, VAE_RULES
-from seedx_jax.sources import Overlay, Renamed, as_source
-from seedx_jax.weights import TRANSPOSE, LoadReport, Rule, dense_rules, load_weights, norm_rules, prefixed
+from seedx_jax.sources import Overlay, Renamed
+from seedx_jax.weights import (TRANSPOSE, LoadReport, Rule, dense_rules, load_weights, norm_rules, prefixed,
+                               tensor_source)
 
 _LAYER = "layers.{i}."
 
@@ -36,19 +38,33 @@ DETOKENIZER_RULES: tuple[Rule, ...] = (
 
 def detokenizer_source(checkpoint, sdxl_unet=None, sdxl_vae=None):
     """The SEED-X checkpoint over the SDXL `unet/` and `vae/` tensors (prefixed `unet.` / `vae.`):
-    checkpoint keys win (stage 2's 8-channel `unet.conv_in.weight` hides the base 4-channel one)."""
-    base = [Renamed(as_source(s), add=p) for s, p in ((sdxl_unet, "unet."), (sdxl_vae, "vae.")) if s is not None]
-    return Overlay(*base, as_source(checkpoint))
+    checkpoint keys win (stage 2's 8-channel `unet.conv_in.weight` hides the base 4-channel one).
+    Each is a TensorSource, a mapping or `(key, array)` pairs (`weights.tensor_source`, whose
+    ValueError names the argument)."""
+    base = [Renamed(tensor_source(s, name), add=p)
+            for s, p, name in ((sdxl_unet, "unet.", "sdxl_unet"), (sdxl_vae, "vae.", "sdxl_vae")) if s is not None]
+    return Overlay(*base, tensor_source(checkpoint, "checkpoint"))
 
 
 def load_resampler_xl(model: ResamplerXL, tensors: Iterable[tuple[str, np.ndarray]], *,
                       strict: bool = False) -> LoadReport:
-    """Load from a de-tokenizer checkpoint (keys `resampler.*`; `unet.*` keys are not this table's)."""
-    tensors = ((k, v) for k, v in tensors if not k.startswith("unet."))
+    """Load from a de-tokenizer checkpoint (keys `resampler.*`; `unet.*` keys are not this table's);
+    `tensors` as `load_weights` takes them."""
+    source = tensor_source(tensors)
+    tensors = ((k, source.read(k)) for k in source.keys() if not k.startswith("unet."))
     return load_weights(model, tensors, prefixed(RESAMPLER_XL_RULES, "[resampler.]", ""), strict=strict)
 
 
-def load_detokenizer(model, sdxl_unet, sdxl_vae, checkpoint, *, strict: bool = True) -> LoadReport:
+def load_detokenizer(model: Detokenizer, sdxl_unet, sdxl_vae, checkpoint, *, strict: bool = True) -> LoadReport:
     """SDXL base U-Net and VAE, then the SEED-X checkpoint (`resampler.*`, and `unet.*` keys that
-    override the base weights of the same name, as the official non-strict load) into a `Detokenizer`."""
+    override the base weights of the same name, as the official non-strict load) into a `Detokenizer`.
+    Each source is a TensorSource, a mapping or `(key, array)` pairs; `sdxl_unet` / `sdxl_vae` may be
+    None (a checkpoint holding every key).
+
+    Raises:
+      ValueError: `model` is not a `Detokenizer`, a source of another form (naming it), or the
+        load report's problems (shape mismatches, missing or with `strict` unmatched keys).
+    """
+    if not isinstance(model, Detokenizer):
+        raise ValueError(f"model must be a Detokenizer, got {type(model).__name__}")
     return load_weights(model, detokenizer_source(checkpoint, sdxl_unet, sdxl_vae), DETOKENIZER_RULES, strict=strict)

@@ -2,8 +2,8 @@
 
 Guidance (decided on the host, like diffusers' pipelines):
 - no condition latents (stage 1): classifier-free guidance when `guidance_scale > 1`, model batch
-  `[negative, positive]` (SEEDX.md §9.5);
-- condition latents or an 8-channel U-Net (stage 2, SEEDX.md §9.7): 3-way guidance when
+  `[negative, positive]` (docs/detokenizer.md#stage-1-sampling);
+- condition latents or an 8-channel U-Net (stage 2, docs/detokenizer.md): 3-way guidance when
   `guidance_scale > 1` and `image_guidance_scale >= 1`, model batch `[pos/cond, neg/cond, neg/zeros]`;
   the condition latent (unscaled VAE posterior mean) fills channels 4-7 after the scaled noisy latent.
 The loop carries float32 latents whatever the U-Net dtype (diffusers casts back to the model dtype).
@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from seedx_jax.config_base import ConfigBase
@@ -23,6 +24,7 @@ from seedx_jax.diffusion.guidance import classifier_free_guidance, edit_guidance
 from seedx_jax.diffusion.schedulers import (SOLVERS, NoiseScheduleConfig, dpmpp_2m_step, euler_step, make_schedule,
                                             scale_model_input)
 from seedx_jax.diffusion.unet import UNet2DConditionModel
+from seedx_jax.numerics import nonfinite_counts
 from seedx_jax.progress import report_step
 
 
@@ -43,15 +45,67 @@ class SamplerConfig(ConfigBase):
         for name in ("guidance_scale", "image_guidance_scale"):
             if not getattr(self, name) > 0:  # also rejects NaN
                 raise ValueError(f"SamplerConfig.{name}={getattr(self, name)} must be > 0")
+        try:  # each solver's own limits (ddim: at most 999 steps on SDXL's schedule)
+            make_schedule(self.solver, self.schedule, self.num_steps)
+        except ValueError as err:
+            raise ValueError(f"SamplerConfig: {err}") from None
 
 
 class Conditioning(NamedTuple):
-    """What the U-Net is conditioned on, per sample: context `[B, T, 2048]`, pooled `[B, 1280]`,
-    time_ids `[B, 6]`."""
+    """What the U-Net is conditioned on, per sample: context `[B, T, 2048]`, pooled `[B, 1280]`
+    (floating point), time_ids `[B, 6]` (floating point or integers); jax or numpy arrays.
+    `sample_latents` checks them (a NamedTuple cannot)."""
 
     context: jax.Array
     pooled: jax.Array
     time_ids: jax.Array
+
+
+def check_seed(seed) -> int:
+    """Seeds are integers in [0, 2**32): the range JAX's and NumPy's generators share.
+
+    Raises:
+      ValueError: another type (a float, a bool) or a value out of range.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 32:
+        raise ValueError(f"seed={seed!r} must be an integer in [0, 2**32)")
+    return int(seed)
+
+
+def user_array(x, name: str, *, integers: bool = False) -> jax.Array:
+    """A caller's jax or numpy array as float32 (any shape).
+
+    Raises:
+      ValueError: naming `name`, when `x` is not a jax / numpy array, is not floating point (with
+        `integers`, integer dtypes are accepted too), or holds NaN / Inf: those would only show as a
+        NaN image after the whole sampling loop.
+    """
+    if not isinstance(x, (jax.Array, np.ndarray)):
+        raise ValueError(f"{name} must be a jax or numpy array, got {type(x).__name__}")
+    if not (jnp.issubdtype(x.dtype, jnp.floating) or (integers and jnp.issubdtype(x.dtype, jnp.integer))):
+        raise ValueError(f"{name} has dtype {x.dtype}; expected {'numbers' if integers else 'floating point values'}")
+    nan, inf = nonfinite_counts(x)
+    if nan or inf:
+        raise ValueError(f"{name} holds {nan} NaN and {inf} infinite values")
+    return jnp.asarray(x, jnp.float32)
+
+
+def _conditioning(cond, name: str) -> Conditioning:
+    """`cond` checked by `user_array` field by field (the shapes are the U-Net's `check_inputs`)."""
+    if not isinstance(cond, Conditioning):
+        raise ValueError(f"{name} must be a Conditioning(context, pooled, time_ids), got {type(cond).__name__}")
+    out = Conditioning(user_array(cond.context, f"{name}.context"), user_array(cond.pooled, f"{name}.pooled"),
+                       user_array(cond.time_ids, f"{name}.time_ids", integers=True))
+    if out.context.ndim != 3:  # its batch sizes everything else
+        raise ValueError(f"{name}.context has shape {tuple(out.context.shape)}; expected [B, T, C]")
+    return out
+
+
+def _latent_size(size) -> tuple[int, int]:
+    if (not isinstance(size, (tuple, list)) or len(size) != 2
+            or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0 for v in size)):
+        raise ValueError(f"latent_size={size!r} must be (height, width): two positive integers")
+    return int(size[0]), int(size[1])
 
 
 def _cat(*conds: Conditioning) -> Conditioning:
@@ -96,29 +150,54 @@ def sample_latents(unet: UNet2DConditionModel, positive: Conditioning, negative:
     """Denoise from `noise` `[B, h, w, 4]` (or a seeded draw of `latent_size`) -> latents `[B, h, w, 4]`
     (unscaled by the VAE factor's inverse: divide by `scaling_factor` before decoding).
 
-    positive/negative: `Conditioning` with batch B; `negative` is required when guidance is on.
-    cond_latents `[B, h, w, 4]`: the stage-2 condition latent (zeros when the U-Net has 8 input
-    channels and none is given). Inputs are checked before anything is compiled. `progress`: report
-    each step to the active `seedx_jax.progress` reporter.
+    positive/negative: `Conditioning` with batch B; `negative` (same shapes as `positive`) is required
+    when guidance is on. `noise` (float, any float dtype; `latent_size`, if also given, must agree)
+    or `latent_size` `(h, w)` with `seed` (an int in [0, 2**32)). cond_latents `[B, h, w, 4]`: the
+    stage-2 condition latent (zeros when the U-Net has 8 input channels and none is given).
+    `progress`: report each step to the active `seedx_jax.progress` reporter.
+
+    Raises:
+      ValueError: before anything is traced, naming the argument: a `config` that is not a
+        `SamplerConfig`, conditioning that is not a `Conditioning` of float arrays the U-Net takes
+        (or a `negative` shaped unlike `positive`), `noise` / `cond_latents` of another shape, a bad
+        `latent_size` or `seed`, NaN or Inf in any array, guidance without `negative`.
     """
     ucfg = unet.config
+    if not isinstance(config, SamplerConfig):
+        raise ValueError(f"config must be a SamplerConfig, got {type(config).__name__}")
+    check_seed(seed)
+    positive = _conditioning(positive, "positive")
+    if negative is not None:
+        negative = _conditioning(negative, "negative")
+        if [x.shape for x in negative] != [x.shape for x in positive]:  # they are stacked into one batch
+            raise ValueError(f"negative has shapes {[tuple(x.shape) for x in negative]}; they must match "
+                             f"positive's {[tuple(x.shape) for x in positive]}")
     b = positive.context.shape[0]
     latent_channels = ucfg.out_channels
+    size = None if latent_size is None else _latent_size(latent_size)
     if noise is None:
-        if latent_size is None:
+        if size is None:
             raise ValueError("sample_latents needs `noise` or `latent_size`")
-        noise = jax.random.normal(jax.random.key(seed), (b, *latent_size, latent_channels), jnp.float32)
-    if noise.ndim != 4 or noise.shape[0] != b or noise.shape[-1] != latent_channels:
-        raise ValueError(f"noise must be [{b}, h, w, {latent_channels}] (batch of `positive`), got {tuple(noise.shape)}")
+        shape = (b, *size, latent_channels)
+    else:
+        noise = user_array(noise, "noise")
+        shape = tuple(noise.shape)
+        if len(shape) != 4 or shape[0] != b or shape[-1] != latent_channels or size not in (None, shape[1:3]):
+            hw = "h, w" if size is None else f"{size[0]}, {size[1]}"
+            raise ValueError(f"noise has shape {shape}; sample_latents takes [{b}, {hw}, {latent_channels}] "
+                             f"(the batch of `positive`)")
+    unet.check_inputs((b, *shape[1:3], ucfg.in_channels), positive.context.shape, positive.pooled.shape,
+                      positive.time_ids.shape)
     stage2 = ucfg.in_channels == 2 * latent_channels
-    if cond_latents is None and stage2:
-        cond_latents = jnp.zeros(noise.shape, jnp.float32)
     if cond_latents is not None:
         if not stage2:
             raise ValueError(f"cond_latents given but the U-Net has in_channels={ucfg.in_channels}; "
                              f"stage 2 needs {2 * latent_channels}")
-        if tuple(cond_latents.shape) != tuple(noise.shape):
-            raise ValueError(f"cond_latents must be {tuple(noise.shape)} like the noise, got {tuple(cond_latents.shape)}")
+        cond_latents = user_array(cond_latents, "cond_latents")
+        if tuple(cond_latents.shape) != shape:
+            raise ValueError(f"cond_latents must be {shape} like the noise, got {tuple(cond_latents.shape)}")
+    elif stage2:
+        cond_latents = jnp.zeros(shape, jnp.float32)
 
     if stage2:
         mode = "edit" if config.guidance_scale > 1 and config.image_guidance_scale >= 1 else "none"
@@ -128,15 +207,13 @@ def sample_latents(unet: UNet2DConditionModel, positive: Conditioning, negative:
         raise ValueError(f"guidance_scale={config.guidance_scale} needs `negative` conditioning (or guidance_scale=1)")
     cond = {"none": lambda: positive, "cfg": lambda: _cat(negative, positive),
             "edit": lambda: _cat(positive, negative, negative)}[mode]()
-    if cond_latents is not None:
-        cond_latents = cond_latents.astype(jnp.float32)
-        if mode == "edit":
-            cond_latents = jnp.concatenate([cond_latents, cond_latents, jnp.zeros_like(cond_latents)], axis=0)
-    unet.check_inputs((cond.context.shape[0], *noise.shape[1:3], ucfg.in_channels), cond.context.shape,
-                      cond.pooled.shape, cond.time_ids.shape)
+    if mode == "edit":
+        cond_latents = jnp.concatenate([cond_latents, cond_latents, jnp.zeros_like(cond_latents)], axis=0)
 
+    if noise is None:
+        noise = jax.random.normal(jax.random.key(seed), shape, jnp.float32)
     schedule = make_schedule(config.solver, config.schedule, config.num_steps)
-    latents = noise.astype(jnp.float32) * schedule.init_noise_sigma
+    latents = noise * schedule.init_noise_sigma
     graphdef, state = nnx.split(unet)
     scales = jnp.asarray([config.guidance_scale, config.image_guidance_scale], jnp.float32)
     x = _denoise(graphdef, state, latents, jnp.asarray(schedule.timesteps), jnp.asarray(schedule.sigmas), cond,

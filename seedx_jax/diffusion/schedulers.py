@@ -1,6 +1,6 @@
 """Samplers' noise schedules and steps: diffusers' Euler, DDIM and DPM-Solver++(2M) with the SDXL config.
 
-Every solver runs in the same "sigma" form as diffusers' EulerDiscreteScheduler (SEEDX.md §9.6):
+Every solver runs in the same "sigma" form as diffusers' EulerDiscreteScheduler (docs/detokenizer.md):
 latents are `x0 + sigma * eps`, the U-Net sees `x / sqrt(sigma^2 + 1)` (the usual variance-
 preserving latent) and receives timestep t. In this form a deterministic DDIM step is exactly an
 Euler step, and DPM-Solver++ needs only sigma ratios; the schedules differ (DDIM ends at the
@@ -128,6 +128,10 @@ def ddim_schedule(cfg: NoiseScheduleConfig, num_steps: int) -> Schedule:
     if np.any(timesteps[1:] != timesteps[:-1] - ratio):
         raise ValueError(f"ddim with timestep_spacing={cfg.timestep_spacing!r} and num_steps={num_steps} takes "
                          "uneven steps in diffusers; use timestep_spacing='leading'")
+    if timesteps.max() >= n_train:  # leading spacing + steps_offset: diffusers indexes past its table here
+        most = max(n for n in range(1, n_train + 1) if (n - 1) * (n_train // n) + cfg.steps_offset < n_train)
+        raise ValueError(f"ddim takes at most {most} steps with steps_offset={cfg.steps_offset} "
+                         f"(num_steps={num_steps} would start at timestep {timesteps.max()})")
     sig = train_sigmas(cfg)
     last = 0.0 if cfg.set_alpha_to_one else sig[0]
     sigmas = np.concatenate([sig[timesteps], [last]]).astype(np.float32)

@@ -41,7 +41,15 @@ def is_lora(name: str) -> bool:
 
 def load_hf_llama(model: LlamaForCausalLM, tensors: Iterable[tuple[str, np.ndarray]], *,
                   strict: bool = False) -> LoadReport:
-    """Load HF/peft Llama tensors; LoRA parameters absent from the source keep their init."""
+    """Load HF/peft Llama tensors (a mapping, `(key, array)` pairs or a TensorSource); LoRA parameters
+    absent from the source keep their init.
+
+    Raises:
+      ValueError: `model` is not a `LlamaForCausalLM`, `tensors` of another form, or the load report's
+        problems (`load_weights`).
+    """
+    if not isinstance(model, LlamaForCausalLM):
+        raise ValueError(f"model must be a LlamaForCausalLM, got {type(model).__name__}")
     has_lora = model.config.lora is not None
     return load_weights(model, tensors, LLAMA_HF_RULES, strict=strict,
                         allow_missing=lambda name: has_lora and is_lora(name))

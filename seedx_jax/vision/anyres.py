@@ -25,15 +25,16 @@ def candidate_resolutions(grids: Sequence[str], base: int = BASE) -> list[tuple[
     """["2x1", ...] -> [(width, height), ...] in pixels."""
     out = []
     for grid in grids:
+        parts = grid.split("x") if isinstance(grid, str) else ()  # a non-string fails the unpacking
         try:
-            cols, rows = (int(v) for v in grid.split("x"))
+            cols, rows = (int(v) for v in parts)
         except ValueError:
             raise ValueError(f"resolution grid {grid!r} is not of the form 'AxB'") from None
         if cols < 1 or rows < 1:
             raise ValueError(f"resolution grid {grid!r} must have positive sides")
         out.append((cols * base, rows * base))
     if not out:
-        raise ValueError("no resolution grids given")
+        raise ValueError("grids is empty: no resolution grids given")
     return out
 
 
@@ -101,9 +102,25 @@ class AnyResImage:
 
 def process_anyres(image: Image.Image, grids: Sequence[str] = COMPREHENSION_GRIDS,
                    base: int = BASE) -> AnyResImage:
-    """An RGB PIL image -> its tiles + global view, positions and grid."""
+    """An RGB PIL image -> its tiles + global view, positions and grid.
+
+    grids: a sequence of "AxB" strings (`COMPREHENSION_GRIDS`, `EDIT_GRIDS`); base: the tile side in pixels.
+
+    Raises:
+      ValueError: `image` is not a non-empty RGB PIL image (`load_image` makes one), `grids` is one
+        string or holds a malformed grid, or `base` is not a positive int.
+    """
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"image must be an RGB PIL image (load_image), got {type(image).__name__}")
     if image.mode != "RGB":
         raise ValueError(f"process_anyres needs an RGB image, got mode {image.mode!r} (use load_image)")
+    if 0 in image.size:
+        raise ValueError(f"image has zero size {image.size[0]}x{image.size[1]}")
+    if isinstance(grids, str):  # iterating "2x2" would give the grids "2", "x", "2"
+        raise ValueError(f"grids must be a sequence of 'AxB' strings, got the single string {grids!r}: "
+                         f"pass ({grids!r},)")
+    if isinstance(base, bool) or not isinstance(base, int) or base <= 0:
+        raise ValueError(f"base={base!r} must be a positive integer (the tile side in pixels)")
     width, height = select_resolution(image.size, candidate_resolutions(grids, base))
     cols, rows = width // base, height // base
     resized = image.resize((width, height), Image.Resampling.BICUBIC)  # PIL's default for RGB

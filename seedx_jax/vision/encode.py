@@ -15,10 +15,35 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from seedx_jax.numerics import nonfinite_counts
 from seedx_jax.vision.anyres import AnyResImage
 from seedx_jax.vision.vit import QwenViT
 
 DEFAULT_VIEW_BUCKETS = (1, 2, 4, 8, 16, 32)
+
+
+def check_views(views, patch_size: int, name: str = "views") -> np.ndarray:
+    """`views` (a numpy / jax array or a list of `[S, S, 3]` arrays) as float32 `[V, S, S, 3]` on the host.
+
+    Raises:
+      ValueError: naming `name` (before anything is traced), when the views are not floating point
+        (uint8 pixels must go through `image_transform` / `process_anyres` first), hold NaN / Inf, or
+        are not `[V >= 1, S, S, 3]` NHWC with S a multiple of `patch_size`.
+    """
+    if isinstance(views, AnyResImage):
+        raise ValueError(f"{name} is an AnyResImage; pass its .pixels [V, S, S, 3]")
+    views = np.asarray(views)
+    if not jnp.issubdtype(views.dtype, jnp.floating):
+        raise ValueError(f"{name} has dtype {views.dtype}; the ViT takes CLIP-normalised float views "
+                         f"(image_transform / process_anyres)")
+    if (views.ndim != 4 or 0 in views.shape or views.shape[-1] != 3 or views.shape[1] != views.shape[2]
+            or views.shape[1] % patch_size):
+        raise ValueError(f"{name} has shape {views.shape}; the ViT takes [V >= 1, S, S, 3] (NHWC, square, "
+                         f"S a multiple of {patch_size})")
+    nan, inf = nonfinite_counts(views)
+    if nan or inf:
+        raise ValueError(f"{name} holds {nan} NaN and {inf} infinite values")
+    return views.astype(np.float32)
 
 
 class ViewEncoder:
@@ -28,6 +53,7 @@ class ViewEncoder:
         if not buckets or any(b < 1 for b in buckets):
             raise ValueError(f"view buckets must be positive sizes, got {tuple(buckets)}")
         self.buckets = tuple(sorted(set(buckets)))
+        self.patch_size = vit.config.patch_size
         self.traces = 0  # programs compiled so far (one trace per (bucket, resolution))
         graphdef, self._state = nnx.split(vit)
 
@@ -38,9 +64,8 @@ class ViewEncoder:
         self._run = jax.jit(run)
 
     def __call__(self, views) -> jax.Array:
-        views = np.asarray(views, np.float32)
-        if views.ndim != 4 or views.shape[0] == 0:
-            raise ValueError(f"views must be [V >= 1, S, S, 3], got shape {views.shape}")
+        """views: float `[V, S, S, 3]` (`check_views`; a numpy / jax array or a list of views)."""
+        views = check_views(views, self.patch_size)
         outputs = []
         largest = self.buckets[-1]
         for start in range(0, views.shape[0], largest):

@@ -40,8 +40,23 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+def _check_max_pixels(max_pixels) -> None:
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels <= 0:
+        raise ValueError(f"max_pixels={max_pixels!r} must be a positive integer")
+
+
 def load_image(src: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """A decoded RGB PIL image; raises ImageInputError naming `src` on any problem."""
+    """A decoded RGB PIL image from a path (str or os.PathLike), the bytes of an image file, or a PIL image.
+
+    Raises:
+      ImageInputError: naming `src`, on any problem with it (another type included: a numpy array
+        goes through `PIL.Image.fromarray` first).
+      ValueError: `max_pixels` is not a positive int.
+    """
+    _check_max_pixels(max_pixels)
+    if not isinstance(src, (str, os.PathLike, bytes, Image.Image)):
+        raise ImageInputError(f"<{type(src).__name__}>: not an image source (a path, the bytes of an image file "
+                              f"or a PIL image)")
     name = describe(src)
     try:
         if isinstance(src, Image.Image):
@@ -68,7 +83,18 @@ def load_image(src: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
 
 def load_images(sources: Sequence[ImageSource] | Iterable[ImageSource], *,
                 max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[list[tuple[int, Image.Image]], list[str]]:
-    """Batch form: ([(index, image), ...] for good inputs, ["<input>: <problem>", ...] for skipped)."""
+    """Batch form: ([(index, image), ...] for good inputs, ["<input>: <problem>", ...] for skipped).
+
+    Raises:
+      ValueError: `sources` is one image source (a path, bytes or a PIL image: iterating a path would
+        load its characters) or not iterable; `max_pixels` is not a positive int.
+    """
+    if isinstance(sources, (str, os.PathLike, bytes, Image.Image)):
+        raise ValueError(f"sources must be a list of image sources, got a single {type(sources).__name__}: "
+                         f"pass [source]")
+    if not isinstance(sources, Iterable):
+        raise ValueError(f"sources must be a list of image sources, got {type(sources).__name__}")
+    _check_max_pixels(max_pixels)
     good, skipped = [], []
     for index, src in enumerate(sources):
         try:

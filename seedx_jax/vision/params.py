@@ -53,6 +53,14 @@ def vit_rules(heads: int) -> tuple[Rule, ...]:
 
 def load_qwen_vit(model: QwenViT, tensors: Iterable[tuple[str, np.ndarray]], *,
                   strict: bool = False) -> LoadReport:
+    """Load `qwen_vit_G.pt` or Qwen-VL-Chat tensors (a mapping, `(key, array)` pairs or a TensorSource).
+
+    Raises:
+      ValueError: `model` is not a `QwenViT`, `tensors` of another form, or the load report's problems
+        (`load_weights`).
+    """
+    if not isinstance(model, QwenViT):
+        raise ValueError(f"model must be a QwenViT, got {type(model).__name__}")
     return load_weights(model, tensors, vit_rules(model.config.heads), strict=strict)
 
 
