@@ -39,10 +39,10 @@ test-all: venv
 
 # The shapes-world demo: trains a tiny SEED-X on 2 CPU cores (< 20 min), report in demo_report/.
 demo: venv
-	$(PY) -m seedx_jax.demo --out demo_report
+	$(PY) -m seedx_jax.demo --out demo_report --overwrite
 
 demo-quick: venv
-	$(PY) -m seedx_jax.demo --quick --out demo_report_quick
+	$(PY) -m seedx_jax.demo --quick --out demo_report_quick --overwrite
 
 bench: venv
 	$(PY) bench/bench_llama.py

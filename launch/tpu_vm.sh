@@ -5,6 +5,7 @@ set -euo pipefail
 NAME=tpu_vm.sh
 # shellcheck source=launch/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 usage() {
   cat <<'EOF'
@@ -15,8 +16,10 @@ Runs, in order: [create] -> code -> install -> preflight -> train, on every work
 required:
   --tpu NAME            TPU VM / pod slice name (with --slices N: the nodes NAME-0 .. NAME-N-1)
   --zone ZONE           e.g. us-west4-a
-  --config CONFIG       e.g. configs/sft_comp_gen.py (a path inside the repository)
-  --workdir DIR         checkpoints and metrics; a gs://bucket/path works and survives the VM
+  --config CONFIG       a shipped config by name (sft_comp_gen, sft_edit:tiny) or a config file of this
+                        checkout, typed from any directory (the workers get the checkout, not your files)
+  --workdir DIR         checkpoints and metrics: a gs://bucket/path (survives the VM) or an absolute
+                        path on the workers
 options:
   --project ID          gcloud project (default: gcloud's configured one)
   --create TYPE         create the TPU first, accelerator type TYPE (e.g. v5litepod-256, v4-64)
@@ -75,8 +78,32 @@ done
 if [[ $LOGS_ONLY -eq 0 ]]; then
   [[ -n "$CONFIG" ]] || die "--config is required"
   [[ -n "$WORKDIR" ]] || die "--workdir is required"
-  [[ -f "${CONFIG%%:*}" ]] || die "--config ${CONFIG%%:*} is not a file of this checkout"
+  [[ "$WORKDIR" == gs://* || "$WORKDIR" == /* ]] \
+    || die "--workdir $WORKDIR: the workers cannot see your working directory; give a gs:// URL or an absolute path"
 fi
+
+# worker_config CONFIG: the config as the workers see it, from the checkout's root; files are checked
+# here, against what the workers will get (HEAD for --code copy)
+worker_config() {
+  local file="${1%%:*}" variant="" abs relative
+  [[ "$1" == *:* ]] && variant=":${1#*:}"
+  if [[ -f "$file" ]]; then
+    abs="$(cd "$(dirname "$file")" && pwd)/$(basename "$file")"
+    [[ "$abs" == "$ROOT/"* ]] || die "--config $file lies outside this checkout, which is all the workers get; put it under configs/"
+    relative="${abs#"$ROOT/"}"
+    if [[ "$CODE" == copy ]] && ! git -C "$ROOT" cat-file -e "HEAD:$relative" 2>/dev/null; then
+      die "--config $file is not committed; the workers get \`git archive HEAD\`: commit it first"
+    fi
+    printf '%s' "$relative$variant"
+  elif [[ "$file" != */* && -f "$ROOT/configs/$file.py" ]]; then
+    printf '%s' "$1"  # a shipped config by name
+  else
+    local names=() path
+    for path in "$ROOT"/configs/[a-z]*.py; do names+=("$(basename "$path" .py)"); done
+    die "--config $1: no such file, nor a shipped config (${names[*]})"
+  fi
+}
+[[ $LOGS_ONLY -eq 1 ]] || CONFIG="$(worker_config "$CONFIG")"
 
 GCLOUD=(gcloud compute tpus tpu-vm)
 LOCATION=(--zone "$ZONE")
@@ -125,7 +152,7 @@ if [[ $SETUP -eq 1 ]]; then
   if [[ "$CODE" == copy ]]; then
     ARCHIVE="${TMPDIR:-/tmp}/seedx_jax-$$.tar.gz"
     trap 'rm -f "$ARCHIVE"' EXIT
-    run git archive --format=tar.gz --prefix="$REMOTE_DIR/" -o "$ARCHIVE" HEAD
+    run git -C "$ROOT" archive --format=tar.gz --prefix="$REMOTE_DIR/" -o "$ARCHIVE" HEAD
     for node in "${NODES[@]}"; do
       run "${GCLOUD[@]}" scp "$ARCHIVE" "$node:~/seedx_jax.tar.gz" "${LOCATION[@]}" --worker=all
     done

@@ -10,33 +10,30 @@ pipelines load (a tokenizer folder + one checkpoint per component).
 `source` records where a converted checkpoint came from (file hashes, options, the load report);
 `components` lets pipelines of one converted release share the tokenizer, ViT and de-tokenizers.
 
-Writes go to a sibling temporary directory that is renamed into place when complete, so a failed
-write never leaves a directory that looks like a checkpoint.
+Writes follow the output policy of `seedx_jax.outputs`: built in a partial sibling and renamed into
+place when complete (a failed write never leaves a directory that looks like a checkpoint), and an
+existing target is replaced only when it is our own output of the same kind and `overwrite` is given.
+Paths may be relative, start with `~`, end in a slash or go through symlinks (`seedx_jax.paths`);
+a bucket URL is refused with the command that copies it.
 """
 from __future__ import annotations
 
-import contextlib
-import glob
 import json
 import os
-import shutil
-import tempfile
-from typing import Iterator
 
 from flax import nnx
 from jax.sharding import Mesh
 
-import seedx_jax
+from seedx_jax import paths
 from seedx_jax.agent.config import AgentConfig
 from seedx_jax.agent.model import SeedXAgent
 from seedx_jax.detokenizer.model import Detokenizer, DetokenizerConfig
+from seedx_jax.exits import interrupts_deferred
 from seedx_jax.llama import LlamaConfig, LlamaForCausalLM
+from seedx_jax.outputs import FORMAT, MANIFEST, PIPELINE_MANIFEST, atomic_output, write_marker
 from seedx_jax.sharding import Rules, abstract_model
 from seedx_jax.vision.vit import QwenViT, VisionConfig
 
-FORMAT = "seedx_jax/1"
-MANIFEST = "manifest.json"
-PIPELINE_MANIFEST = "seedx.json"
 KINDS = {"vit": (VisionConfig, QwenViT), "llama": (LlamaConfig, LlamaForCausalLM),
          "agent": (AgentConfig, SeedXAgent), "detokenizer": (DetokenizerConfig, Detokenizer)}
 PIPELINE_PARTS = ("tokenizer", "vit", "agent", "detokenizer")
@@ -44,30 +41,6 @@ PIPELINE_PARTS = ("tokenizer", "vit", "agent", "detokenizer")
 
 class CheckpointError(ValueError):
     pass
-
-
-@contextlib.contextmanager
-def atomic_dir(path: str, *, create: bool = True) -> Iterator[str]:
-    """Yield a temporary sibling of `path` (created, or only named when `create` is False); on success
-    it replaces `path`, on error or interrupt it is removed."""
-    path = os.path.abspath(path)
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    # not a hidden name: Orbax partial saves glob for their pending directories beside it
-    tmp = tempfile.mkdtemp(prefix=f"{os.path.basename(path)}.partial-", dir=parent)
-    if not create:
-        os.rmdir(tmp)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for leftover in glob.glob(tmp + ".partial_save*"):  # Orbax partial-save sessions
-            shutil.rmtree(leftover, ignore_errors=True)
-        raise
-    os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide the checkpoint from other users
-    if os.path.exists(path):
-        shutil.rmtree(path)
-    os.rename(tmp, path)
 
 
 def _kind_of(model: nnx.Module) -> str:
@@ -78,10 +51,7 @@ def _kind_of(model: nnx.Module) -> str:
 
 
 def write_manifest(path: str, kind: str, config, **extra) -> None:
-    manifest = {"format": FORMAT, "kind": kind, "config": config.to_dict(),
-                "seedx_jax_version": seedx_jax.__version__, **extra}
-    with open(os.path.join(path, MANIFEST), "w") as f:
-        json.dump(manifest, f, indent=1)
+    write_marker(path, kind, config=config.to_dict(), **extra)
 
 
 def write_model(path: str, model: nnx.Module) -> None:
@@ -91,32 +61,51 @@ def write_model(path: str, model: nnx.Module) -> None:
     kind = _kind_of(model)
     os.makedirs(path, exist_ok=True)
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.join(path, "state"), nnx.to_pure_dict(nnx.state(model)))
-    checkpointer.wait_until_finished()
+    with interrupts_deferred():  # Orbax writes in its own threads: no cleanup while they write
+        checkpointer.save(os.path.join(path, "state"), nnx.to_pure_dict(nnx.state(model)))
+        checkpointer.wait_until_finished()
     write_manifest(path, kind, model.config)
 
 
-def save_model(path: str, model: nnx.Module) -> None:
-    with atomic_dir(path) as tmp:
+def save_model(path: str, model: nnx.Module, *, overwrite: bool = False) -> None:
+    """`model` as a checkpoint directory `path`; an existing checkpoint of the same kind there is
+    replaced only with `overwrite` (anything else there is never replaced: `OutputError`)."""
+    with atomic_output(path, _kind_of(model), overwrite=overwrite, name="save_model path") as tmp:
         write_model(tmp, model)
 
 
 def _read_json(path: str, name: str, what: str) -> dict:
     """`path/name` as a manifest of this format; errors name the directory and what it should be."""
+    if paths.is_url(path):
+        raise CheckpointError(f"{path}: checkpoints are read from local or mounted folders; copy it first "
+                              f"(e.g. `gcloud storage cp -r {path} .`)")
     file = os.path.join(path, name)
     if not os.path.isdir(path):
         raise CheckpointError(f"checkpoint directory {path} does not exist")
     if not os.path.isfile(file):
         raise CheckpointError(f"{path} is not a {what} (no {name})")
-    with open(file) as f:
-        manifest = json.load(f)
-    if manifest.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: format {manifest.get('format')!r}, this seedx_jax reads {FORMAT!r}")
+    try:
+        with open(file) as f:
+            manifest = json.load(f)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {name} is not valid JSON ({err})") from None
+    found = manifest.get("format") if isinstance(manifest, dict) else None
+    if found != FORMAT:
+        raise CheckpointError(f"{path}: format {found!r} in {name}, this seedx_jax reads {FORMAT!r}")
     return manifest
 
 
 def read_manifest(path: str, kind: str | None = None) -> dict:
-    manifest = _read_json(path, MANIFEST, "seedx_jax checkpoint")
+    """The manifest of the model checkpoint at `path` (a path as typed).
+
+    Raises:
+      CheckpointError: no checkpoint there, another format, another kind than `kind`, or a seedx_jax
+        output that is not a model (a tokenizer, an export, ...).
+    """
+    manifest = _read_json(paths.resolve(path), MANIFEST, "seedx_jax checkpoint")
+    if manifest.get("kind") not in KINDS:
+        raise CheckpointError(f"{path} holds a seedx_jax {manifest.get('kind')} output, not a model checkpoint "
+                              f"({', '.join(KINDS)})")
     if kind is not None and manifest.get("kind") != kind:
         raise CheckpointError(f"{path} holds a {manifest.get('kind')!r} checkpoint, expected {kind!r}")
     return manifest
@@ -127,10 +116,12 @@ def load_model(path: str, kind: str | None = None, *, mesh: Mesh | None = None,
     """The model saved at `path` (its config from the manifest; `kind` checks what it holds).
 
     With `mesh`, every parameter is restored straight into its sharding from the rules table, whatever
-    the device count it was saved from; without, onto the default device.
+    the device count it was saved from; without, onto the default device (also inside an active mesh
+    context).
     """
     import orbax.checkpoint as ocp
 
+    path = paths.resolve(path)  # Orbax takes absolute paths only
     manifest = read_manifest(path, kind)
     config_cls, model_cls = KINDS[manifest["kind"]]
     config = config_cls.from_dict(manifest["config"])
@@ -138,10 +129,7 @@ def load_model(path: str, kind: str | None = None, *, mesh: Mesh | None = None,
     def init():
         return model_cls(config, rngs=nnx.Rngs(0))
 
-    if mesh is None:
-        graphdef, abstract_state = nnx.split(nnx.eval_shape(init))
-    else:
-        graphdef, abstract_state = abstract_model(init, mesh, rules)
+    graphdef, abstract_state = abstract_model(init, mesh, rules)
     try:
         restored = ocp.StandardCheckpointer().restore(os.path.join(path, "state"), nnx.to_pure_dict(abstract_state))
         nnx.replace_by_pure_dict(abstract_state, restored)
@@ -152,9 +140,10 @@ def load_model(path: str, kind: str | None = None, *, mesh: Mesh | None = None,
 
 
 def save_pipeline(path: str, *, tokenizer, vit: QwenViT, agent: SeedXAgent, detokenizer: Detokenizer | None = None,
-                  template: str = "seed_x_i") -> None:
-    """Everything the `seedx-jax` commands load, written atomically into `path`."""
-    with atomic_dir(path) as tmp:
+                  template: str = "seed_x_i", overwrite: bool = False) -> None:
+    """Everything the `seedx-jax` commands load, written atomically into `path`; an existing pipeline
+    there is replaced only with `overwrite` (anything else never: `OutputError`)."""
+    with atomic_output(path, "pipeline", overwrite=overwrite, name="save_pipeline path") as tmp:
         tokenizer.save(os.path.join(tmp, "tokenizer"))
         write_model(os.path.join(tmp, "vit"), vit)
         write_model(os.path.join(tmp, "agent"), agent)
@@ -164,7 +153,7 @@ def save_pipeline(path: str, *, tokenizer, vit: QwenViT, agent: SeedXAgent, deto
 
 
 def read_pipeline_manifest(path: str) -> dict:
-    return _read_json(path, PIPELINE_MANIFEST, "seedx_jax pipeline checkpoint")
+    return _read_json(paths.resolve(path), PIPELINE_MANIFEST, "seedx_jax pipeline checkpoint")
 
 
 def write_pipeline_manifest(path: str, template: str, components: dict[str, str] | None = None) -> None:
@@ -176,5 +165,7 @@ def write_pipeline_manifest(path: str, template: str, components: dict[str, str]
 
 
 def pipeline_component(path: str, manifest: dict, part: str) -> str:
-    """Directory of one part of the pipeline at `path` (its own sub-directory unless shared)."""
-    return os.path.normpath(os.path.join(path, manifest.get("components", {}).get(part, part)))
+    """Directory of one part of the pipeline at `path` (its own sub-directory unless shared). Shared
+    parts (`../vit`) are found from where the pipeline really is, so a symlink to it works."""
+    relative = manifest.get("components", {}).get(part, part)
+    return os.path.normpath(os.path.join(paths.real(path), relative))

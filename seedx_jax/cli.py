@@ -1,17 +1,19 @@
 """`seedx-jax chat | generate | edit | reconstruct` (also `python -m seedx_jax`); `seedx-jax convert |
 export` are the weight converter's (`seedx_jax.convert.cli`).
 
-Each command loads a pipeline checkpoint directory, writes PNGs and a JSON record of what was run
-into `--out`, prints progress on stderr, and exits 2 with one line `seedx-jax <cmd>: error: ...` on
-bad input. Files appear only complete (written under a temporary name, then renamed).
+Each command opens a pipeline checkpoint directory, checks every argument against it before any
+weight loads (numbers and their ranges, prompts, special tokens, images, sizes, the noise file, the
+output files), writes PNGs and a JSON record of what was run into `--out`, and prints progress on
+stderr. Exit codes: 0 done; 2 bad input (one line `seedx-jax <cmd>: error: ...`); 1 the model gave no
+usable result (no image, an image cut off by --max-new-tokens, NaN/Inf values); 130 / 143 Ctrl-C /
+SIGTERM. Outputs appear together when the run succeeds (`seedx_jax.outputs.OutputFiles`); a failed
+run leaves no file and no new folder behind.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from typing import Sequence
 
@@ -19,42 +21,83 @@ import numpy as np
 from PIL import Image
 
 import seedx_jax
+from seedx_jax import paths
 from seedx_jax.agent.prompts import PromptError
 from seedx_jax.agent.tokenizer import TokenizerError
 from seedx_jax.checkpoint import CheckpointError
 from seedx_jax.diffusion.sampling import SamplerConfig
+from seedx_jax.exits import ArgumentParser, describe, error_line, exit_code, interrupts_as_exceptions
 from seedx_jax.llama.generate import Sampling
+from seedx_jax.numerics import NonFiniteError
+from seedx_jax.outputs import OutputFiles
 from seedx_jax.progress import Progress
 from seedx_jax.vision.image_io import ImageInputError, load_image, load_images
 
 USER_ERRORS = (PromptError, TokenizerError, CheckpointError, ImageInputError, ValueError, OSError)
+MAX_NEW_TOKENS = {"chat": 512, "generate": 120, "edit": 512}  # the official scripts' settings
+
+
+class NoResult(Exception):
+    """The model ran but gave nothing to write (no image, or one cut off by max_new_tokens)."""
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} must be at least {low}")
+        return value
+    return parse
+
+
+def _seed(text: str) -> int:
+    value = _int_at_least(0)(text)
+    if value >= 2 ** 32:
+        raise argparse.ArgumentTypeError(f"{value} must be below 2**32")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def _add_common(p: argparse.ArgumentParser, *, decodes: bool, renders: bool) -> None:
     p.add_argument("--checkpoint", required=True, help="pipeline checkpoint directory (seedx.json, tokenizer/, ...)")
-    p.add_argument("--out", default="outputs", help="output directory (default: outputs)")
+    p.add_argument("--out", default="outputs", help="output folder, created if missing (default: outputs)")
     p.add_argument("--name", help="output file prefix (default: the command name)")
-    p.add_argument("--seed", type=int, default=None, help="seed for sampling and the initial noise")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the files of an earlier run with the same --out and --name")
+    p.add_argument("--seed", type=_seed, default=None, help="seed for sampling and the initial noise, in [0, 2**32)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     if decodes:
         p.add_argument("--template", choices=("seed_x", "seed_x_i", "seed_x_edit"),
                        help="prompt template (default: the checkpoint's)")
-        p.add_argument("--max-new-tokens", type=int, default=None)
-        p.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy, as released")
-        p.add_argument("--top-k", type=int, default=0)
-        p.add_argument("--top-p", type=float, default=1.0)
+        p.add_argument("--max-new-tokens", type=_int_at_least(1), default=None,
+                       help="at most this many generated tokens (default: 512; generate: 120)")
+        p.add_argument("--temperature", type=_number, default=0.0, help="0 (default): greedy, as released")
+        p.add_argument("--top-k", type=_int_at_least(0), default=0)
+        p.add_argument("--top-p", type=_number, default=1.0)
     if renders:
-        p.add_argument("--steps", type=int, default=50)
+        p.add_argument("--steps", type=_int_at_least(1), default=50, help="denoising steps (default 50)")
         p.add_argument("--solver", default="euler", choices=("euler", "ddim", "dpmpp_2m"))
-        p.add_argument("--guidance-scale", type=float, default=7.5)
-        p.add_argument("--image-guidance-scale", type=float, default=1.5, help="editing / stage 2 only")
-        p.add_argument("--height", type=int, default=1024)
-        p.add_argument("--width", type=int, default=1024)
+        p.add_argument("--guidance-scale", type=_number, default=7.5)
+        p.add_argument("--image-guidance-scale", type=_number, default=1.5, help="editing / stage 2 only")
+        p.add_argument("--height", type=_int_at_least(1), default=1024)
+        p.add_argument("--width", type=_int_at_least(1), default=1024)
         p.add_argument("--noise", help="initial latent noise: .npy [1, height/f, width/f, 4] (NHWC), f = VAE factor (8 for SDXL)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seedx-jax", description="SEED-X in JAX: chat, generate, edit, reconstruct; "
+    parser = ArgumentParser(prog="seedx-jax", description="SEED-X in JAX: chat, generate, edit, reconstruct; "
                                      "convert / export weights (see `seedx-jax convert --help`)")
     sub = parser.add_subparsers(dest="command", required=True)
     chat = sub.add_parser("chat", help="answer questions about images (any size), optionally with boxes; "
@@ -77,120 +120,143 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _atomic_write(path: str, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=os.path.dirname(path) or ".")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.remove(tmp)
-        raise
-
-
-def _write_text(path: str, text: str) -> None:
-    with open(path, "w") as f:
-        f.write(text)
-
-
-def save_png(path: str, pixels: np.ndarray | Image.Image) -> str:
+def _png_writer(pixels: np.ndarray | Image.Image):
     image = pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels)
-    _atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
-    return path
-
-
-def _sampling(args) -> Sampling:
-    return Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-
-
-def _sampler(args) -> SamplerConfig:
-    return SamplerConfig(solver=args.solver, num_steps=args.steps, guidance_scale=args.guidance_scale,
-                         image_guidance_scale=args.image_guidance_scale)
+    return lambda path: image.save(path, format="PNG")
 
 
 def _noise(args) -> np.ndarray | None:
     if not args.noise:
         return None
     try:
-        return np.load(args.noise).astype(np.float32)
+        return np.load(paths.resolve(args.noise)).astype(np.float32)
     except (OSError, ValueError) as e:
-        raise ValueError(f"--noise {args.noise}: cannot read a .npy array ({e})") from None
+        raise ValueError(f"--noise {args.noise}: cannot read a .npy array ({error_line(e)})") from None
 
 
 def _turn_record(prompt: str, turn) -> dict:
     return {"prompt": prompt, "text": turn.text, "raw_text": turn.raw_text, "boxes": [list(b) for b in turn.boxes],
-            "generated_images": int(len(turn.image_features))}
+            "generated_images": int(len(turn.image_features)), "cut_off": turn.cut_off}
 
 
-def _run(args, record: dict, out_prefix: str, progress: Progress) -> None:
-    from seedx_jax.pipelines import SeedX, draw_boxes  # after argument checks: imports JAX models
+class Request:
+    """A command's arguments, checked against the opened pipeline before any weight loads."""
 
-    decode_kw = {}
-    if args.command != "reconstruct":
-        decode_kw = dict(sampling=_sampling(args))
-        if args.max_new_tokens is not None:
-            decode_kw["max_new_tokens"] = args.max_new_tokens
-        record["decoding"] = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
-                              "max_new_tokens": args.max_new_tokens}
-    render_kw = dict(height=args.height, width=args.width, sampler=_sampler(args), noise=_noise(args))
-    record["render"] = {"solver": args.solver, "steps": args.steps, "guidance_scale": args.guidance_scale,
-                        "image_guidance_scale": args.image_guidance_scale, "height": args.height, "width": args.width,
-                        "noise": args.noise}
-    seed = {"generate": 0, "chat": 0}.get(args.command, 42) if args.seed is None else args.seed  # 42: official edit/recon
-    record["seed"] = seed
+    def __init__(self, args, pipe):
+        self.args, self.pipe = args, pipe
+        command = args.command
+        self.seed = {"generate": 0, "chat": 0}.get(command, 42) if args.seed is None else args.seed  # 42: official
+        self.max_new_tokens = getattr(args, "max_new_tokens", None) or MAX_NEW_TOKENS.get(command)
+        self.sampling = None
+        if command != "reconstruct":
+            self.sampling = Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+        self.sampler = SamplerConfig(solver=args.solver, num_steps=args.steps, guidance_scale=args.guidance_scale,
+                                     image_guidance_scale=args.image_guidance_scale)
+        self.noise = _noise(args)
+        self.render_kw = dict(height=args.height, width=args.width, sampler=self.sampler, noise=self.noise)
+        size = dict(height=args.height, width=args.width, noise=self.noise)
+        self.images, self.skipped = [], []
+        if command == "chat":
+            self.images = [load_image(p) for p in args.image]
+            if pipe.renders_text_to_image:  # an answer's images get drawn
+                pipe.check_render(args.height, args.width, self.noise, edits=False)
+            for number, prompt in enumerate(args.prompt):
+                if number == 0:
+                    pipe.prepare_chat(prompt, self.images, grounding=args.grounding,
+                                      max_new_tokens=self.max_new_tokens)
+                else:
+                    pipe.check_user_text(prompt, "question")
+            if args.grounding and not self.images:
+                raise PromptError("--grounding needs an --image: boxes are measured on the input image")
+        elif command == "generate":
+            pipe.prepare_generate(args.prompt, max_new_tokens=self.max_new_tokens, **size)
+        elif command == "edit":
+            self.images = [load_image(args.image)]
+            pipe.prepare_edit(self.images[0], args.prompt, max_new_tokens=self.max_new_tokens, **size)
+        else:
+            pipe.check_render(args.height, args.width, self.noise, edits=None)
+            good, self.skipped = load_images(args.image)
+            for problem in self.skipped:
+                print(f"seedx-jax reconstruct: skipped {problem}", file=sys.stderr)
+            if not good:
+                raise ValueError("no readable input image")
+            self.images = good
 
+    def record(self) -> dict:
+        args = self.args
+        record = {"template": self.pipe.template.name, "seed": self.seed,
+                  "render": {"solver": args.solver, "steps": args.steps, "guidance_scale": args.guidance_scale,
+                             "image_guidance_scale": args.image_guidance_scale, "height": args.height,
+                             "width": args.width, "noise": args.noise}}
+        if self.sampling is not None:
+            record["decoding"] = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+                                  "max_new_tokens": self.max_new_tokens}
+        if args.command == "reconstruct":
+            record["skipped"] = self.skipped
+        return record
+
+
+def _no_image(turn, request: Request) -> NoResult:
+    if turn.cut_off:
+        span = request.pipe.configs.agent.num_image_tokens + 2
+        return NoResult(f"--max-new-tokens {request.max_new_tokens} ended the answer inside its image after "
+                        f"{len(turn.token_ids)} tokens; raise it (the image span alone takes {span})")
+    return NoResult(f"the model answered without an image: {turn.raw_text!r}")
+
+
+def _text_writer(text: str):
+    def write(path: str) -> None:
+        with open(path, "w") as f:
+            f.write(text)
+    return write
+
+
+def _run(request: Request, files: OutputFiles, record: dict, progress: Progress) -> None:
+    args, pipe = request.args, request.pipe
+    with progress.stage(f"loading the weights of {args.checkpoint}"):
+        pipe.load_weights()
+    decode_kw = dict(sampling=request.sampling, max_new_tokens=request.max_new_tokens)
+    seed = request.seed
     if args.command == "chat":
-        images = [load_image(p) for p in args.image]  # before loading the model
-        prompts = args.prompt or None
-    elif args.command == "edit":
-        images = [load_image(args.image)]
-    with progress.stage(f"loading {args.checkpoint}"):
-        pipe = SeedX.load(args.checkpoint, template=getattr(args, "template", None), progress=progress)
-    record["template"] = pipe.template.name
-
-    if args.command == "chat":
-        if pipe.renders_text_to_image:  # size / noise errors before any compile
-            pipe.check_render(args.height, args.width, render_kw["noise"], edits=False)
         conv = None
-        for number, prompt in enumerate(prompts or _stdin_turns()):
+        for number, prompt in enumerate(args.prompt or _stdin_turns()):
             try:
-                turn, conv = pipe.chat(prompt, images if conv is None else (), conversation=conv,
+                turn, conv = pipe.chat(prompt, request.images if conv is None else (), conversation=conv,
                                        grounding=args.grounding and conv is None, seed=seed, **decode_kw)
             except PromptError as e:
-                if prompts:  # scripted turns: fail the run; interactive: say why, take the next line
+                if args.prompt:  # scripted turns: fail the run; interactive: say why, take the next line
                     raise
                 print(f"seedx-jax chat: {e}", file=sys.stderr)
                 continue
             print(turn.text, flush=True)
             record.setdefault("turns", []).append(_turn_record(prompt, turn))
+            if turn.cut_off:
+                print(f"seedx-jax chat: --max-new-tokens {request.max_new_tokens} ended the answer inside an image",
+                      file=sys.stderr)
             if turn.boxes and number == 0:
-                record["outputs"].append(save_png(f"{out_prefix}-boxes.png", draw_boxes(images[0], turn.boxes)))
+                from seedx_jax.pipelines import draw_boxes
+
+                files.write("-boxes.png", _png_writer(draw_boxes(request.images[0], turn.boxes)))
             if len(turn.image_features) and not pipe.renders_text_to_image:
                 print("seedx-jax chat: the answer holds an image, but the checkpoint has no stage-1 de-tokenizer "
                       "to draw it", file=sys.stderr)
             elif len(turn.image_features):
-                for k, pixels in enumerate(pipe.render(turn.image_features, seed=seed, **render_kw)):
-                    record["outputs"].append(save_png(f"{out_prefix}-turn{number}-{k}.png", pixels))
+                for k, pixels in enumerate(pipe.render(turn.image_features, seed=seed, **request.render_kw)):
+                    files.write(f"-turn{number}-{k}.png", _png_writer(pixels))
     elif args.command in ("generate", "edit"):
         if args.command == "generate":
-            turn, pixels = pipe.generate_image(args.prompt, seed=seed, **decode_kw, **render_kw)
+            turn, pixels = pipe.generate_image(args.prompt, seed=seed, **decode_kw, **request.render_kw)
         else:
-            turn, pixels = pipe.edit(images[0], args.prompt, seed=seed, **decode_kw, **render_kw)
+            turn, pixels = pipe.edit(request.images[0], args.prompt, seed=seed, **decode_kw, **request.render_kw)
         print(turn.text, flush=True)
         record["turns"] = [_turn_record(args.prompt, turn)]
         if pixels is None:
-            raise ValueError(f"the model answered without an image: {turn.raw_text!r}")
-        record["outputs"].append(save_png(f"{out_prefix}.png", pixels))
+            raise _no_image(turn, request)
+        files.write(".png", _png_writer(pixels))
     else:
-        good, skipped = load_images(args.image)
-        for problem in skipped:
-            print(f"seedx-jax reconstruct: skipped {problem}", file=sys.stderr)
-        record["skipped"] = skipped
-        if not good:
-            raise ValueError("no readable input image")
-        for index, image in good:
-            pixels = pipe.reconstruct(image, seed=seed, **render_kw)
-            record["outputs"].append(save_png(f"{out_prefix}-{index}.png", pixels))
+        for index, image in request.images:
+            pixels = pipe.reconstruct(image, seed=seed, **request.render_kw)
+            files.write(f"-{index}.png", _png_writer(pixels))
 
 
 def _stdin_turns():
@@ -209,26 +275,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         from seedx_jax.convert.cli import main as convert_main
 
         return convert_main(argv[1:] if argv[0] == "convert" else argv)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # usage errors (one line, see exits.ArgumentParser) and --help
+        return e.code
     progress = Progress(quiet=args.quiet)
-    os.makedirs(args.out, exist_ok=True)
-    out_prefix = os.path.join(args.out, args.name or args.command)
-    record = {"command": args.command, "argv": argv,
-              "checkpoint": os.path.abspath(args.checkpoint), "outputs": [], "seedx_jax_version": seedx_jax.__version__}
+    name = f"seedx-jax {args.command}"
+    files = None
     start = time.perf_counter()
     try:
-        _run(args, record, out_prefix, progress)
+        with interrupts_as_exceptions():
+            images = getattr(args, "image", None) or []
+            inputs = [args.checkpoint, *([images] if isinstance(images, str) else images)]
+            files = OutputFiles(args.out, args.name or args.command, inputs=inputs, overwrite=args.overwrite)
+            from seedx_jax.pipelines import SeedX  # after the argument checks: imports JAX models
+
+            pipe = SeedX.open(args.checkpoint, template=getattr(args, "template", None), progress=progress)
+            request = Request(args, pipe)
+            record = {"command": args.command, "argv": argv, "checkpoint": paths.resolve(args.checkpoint),
+                      **request.record(), "seedx_jax_version": seedx_jax.__version__}
+            _run(request, files, record, progress)
+            record["outputs"] = [path for _, path in files.pending]
+            record["elapsed_s"] = round(time.perf_counter() - start, 3)
+            files.write(".json", _text_writer(json.dumps(record, indent=1)))
+            written = files.commit()
     except USER_ERRORS as e:
-        for path in record["outputs"]:  # no partial result set: a failed run leaves no files
-            os.remove(path)
-        print(f"seedx-jax {args.command}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
-              file=sys.stderr)
-        return 2
-    record["elapsed_s"] = round(time.perf_counter() - start, 3)
-    json_path = f"{out_prefix}.json"
-    _atomic_write(json_path, lambda tmp: _write_text(tmp, json.dumps(record, indent=1)))
-    print(f"wrote {', '.join(record['outputs'] + [json_path])}", file=sys.stderr)
+        return _fail(files, f"{name}: error: {error_line(e)}", 2)
+    except (NoResult, NonFiniteError) as e:
+        return _fail(files, f"{name}: {error_line(e)}; nothing written", 1)
+    except BaseException as e:  # Ctrl-C, SIGTERM
+        if isinstance(e, (SystemExit, Exception)):
+            if files is not None:
+                files.abort()
+            raise
+        return _fail(files, f"\n{name}: {describe(e)}; nothing written", exit_code(e))
+    print(f"wrote {', '.join(paths.display(p) for p in written)}", file=sys.stderr)
     return 0
+
+
+def _fail(files: OutputFiles | None, line: str, code: int) -> int:
+    if files is not None:
+        files.abort()
+    print(line, file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -1,10 +1,9 @@
 """What the notebooks in notebooks/ share: the accelerators this runtime has, a mesh over them, and
-the repository checkout that holds configs/ (Colab and Kaggle clone it; a local Jupyter runs inside it)."""
+tiny random pipelines for a quick run (configs/ is installed with the package: `from configs import demo`)."""
 from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 
 import jax
 
@@ -45,29 +44,15 @@ def local_mesh():
     return make_mesh({"data": 1, "fsdp": -1, "tensor": 1}, jax.local_devices())
 
 
-def repo_root(start: str = ".") -> str:
-    """The checkout holding configs/ (searched from `start` upwards), put on sys.path so `configs.*` import."""
-    path = os.path.abspath(start)
-    while not os.path.isfile(os.path.join(path, "configs", "train_common.py")):
-        parent = os.path.dirname(path)
-        if parent == path:
-            raise FileNotFoundError(f"no seedx_jax checkout (with configs/) at or above {os.path.abspath(start)}; "
-                                    "clone the repository and start the notebook inside it")
-        path = parent
-    if path not in sys.path:
-        sys.path.insert(0, path)
-    return path
-
-
-def write_tiny_pipelines(out: str, seed: int = 0) -> tuple[str, str]:
+def write_tiny_pipelines(out: str, seed: int = 0, *, overwrite: bool = False) -> tuple[str, str]:
     """Random SEED-X-I and SEED-X-Edit pipelines shaped like the shapes-world demo's (its tokenizer,
     tiny ViT, 2-layer LLM, 32 px de-tokenizers) under `out` -> their two paths. They let a notebook's
-    flow run on a CPU in seconds; what they say and draw is noise."""
+    flow run on a CPU in seconds; what they say and draw is noise. `overwrite` replaces pipelines an
+    earlier call wrote there (a re-run notebook)."""
     import tempfile
 
     from flax import nnx
 
-    repo_root()
     from configs import demo
     from seedx_jax.agent.model import SeedXAgent
     from seedx_jax.checkpoint import save_pipeline
@@ -87,5 +72,5 @@ def write_tiny_pipelines(out: str, seed: int = 0) -> tuple[str, str]:
             detokenizer = Detokenizer(model_configs(demo.get_config(stage))["detokenizer"], rngs=rngs)
             paths.append(os.path.join(out, name))
             save_pipeline(paths[-1], tokenizer=tokenizer, vit=vit, agent=agent, detokenizer=detokenizer,
-                          template=template)
+                          template=template, overwrite=overwrite)
     return paths[0], paths[1]

@@ -196,12 +196,16 @@ def state_shardings(state: Any, mesh: Mesh, rules: Rules | None = None) -> Any:
     return jax.tree_util.tree_map_with_path(one, state, is_leaf=_is_variable)
 
 
-def abstract_model(init_fn: Callable[[], nnx.Module], mesh: Mesh, rules: Rules | None = None):
-    """(graphdef, abstract state): ShapeDtypeStructs carrying their target NamedSharding.
+def abstract_model(init_fn: Callable[[], nnx.Module], mesh: Mesh | None, rules: Rules | None = None):
+    """(graphdef, abstract state): ShapeDtypeStructs carrying their target NamedSharding, or, without a
+    mesh, device 0 (whatever mesh context is active: an abstract mesh cannot place a restore).
 
     No parameter memory is allocated; use it for AOT compiles and Orbax restores.
     """
     graphdef, abstract_state = nnx.split(nnx.eval_shape(init_fn))
+    if mesh is None:
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        return graphdef, jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract_state)
     return graphdef, with_shardings(abstract_state, state_shardings(abstract_state, mesh, rules))
 
 

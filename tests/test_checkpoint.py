@@ -1,4 +1,5 @@
 """Orbax model checkpoints: exact round trip of every kind, restore onto other meshes, atomic writes."""
+import contextlib
 import os
 
 import jax
@@ -74,3 +75,20 @@ def test_truncated_state_is_one_error(tmp_path):
         f.truncate(1000)
     with pytest.raises(CheckpointError, match="cannot restore the vit state"):
         load_model(str(tmp_path / "vit"))
+
+
+def test_loads_with_and_without_an_active_mesh_context(tmp_path, monkeypatch):
+    """`load_model` with or without `mesh=`, inside or outside `jax.set_mesh` (an abstract mesh cannot
+    place a restore); a relative path, a trailing slash and a symlink as users type them."""
+    model = QwenViT(TINY_VISION, rngs=nnx.Rngs(0))
+    monkeypatch.chdir(tmp_path)
+    save_model("ckpt/vit", model)
+    os.symlink("ckpt", "link")
+    mesh = sharding.make_mesh({"data": 1, "fsdp": 4, "tensor": 1}, jax.devices()[:4])
+    want = _leaves(model)
+    for path in ("ckpt/vit", "ckpt/vit/", "link/vit"):
+        for active in (None, mesh):
+            for given in (None, mesh):
+                with jax.set_mesh(active) if active is not None else contextlib.nullcontext():
+                    got = load_model(path, "vit", mesh=given)
+                assert all((a == b).all() for a, b in zip(want, _leaves(got))), (path, active, given)

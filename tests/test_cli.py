@@ -153,13 +153,14 @@ def test_reconstruct_batch_skips_bad_images(ckpts, tmp_path, capsys):
     (["generate", "--checkpoint", "{stage2}", "--prompt", "x"], "needs a stage-1 de-tokenizer"),
 ])
 def test_bad_input_is_one_line(ckpts, tmp_path, capsys, argv, message):
+    (tmp_path / "empty").mkdir()
     paths = {"missing": ckpts / "nope", "photo": ckpts / "photo.png", "stage1": ckpts / "stage1",
-             "stage2": ckpts / "stage2", "broken": ckpts / "broken.png", "tmp": tmp_path}
+             "stage2": ckpts / "stage2", "broken": ckpts / "broken.png", "tmp": tmp_path / "empty"}
     argv = [a.format(**paths) for a in argv]
     assert main(argv + ["--out", str(tmp_path / "out"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"seedx-jax {argv[0]}: error:") and message in err[0], err
-    assert os.listdir(tmp_path / "out") == []
+    assert not (tmp_path / "out").exists()  # no empty --out left behind
 
 
 def test_incompatible_checkpoint_parts(ckpts, tmp_path):

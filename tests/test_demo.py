@@ -127,3 +127,21 @@ def test_the_same_seed_gives_the_same_data_and_metrics(tmp_path):
         for name in sorted(os.listdir(tmp_path / "a" / "data" / split)):
             a, b = (open(tmp_path / run / "data" / split / name, "rb").read() for run in ("a", "b"))
             assert a == b, name
+
+
+def test_the_report_text_comes_from_the_measured_metrics(tmp_path):
+    """No fixed prose: two runs with other figures get other sentences."""
+    from seedx_jax.demo.report import write_report
+
+    good = {"vqa/accuracy": 0.9, "vqa/colour": 0.95, "vqa/position": 0.81, "grounding/mean_iou": 0.6,
+            "t2i/colour": 0.8, "t2i/position": 0.7, "t2i/images_drawn": 1.0, "edit/success": 0.7}
+    bad = dict(good, **{"vqa/accuracy": 0.41, "vqa/position": 0.1, "t2i/colour": 0.06})
+    pages = {}
+    for name, metrics in (("good", good), ("bad", bad)):
+        write_report(str(tmp_path / name), metrics, {}, [], [])
+        pages[name] = (tmp_path / name / "index.html").read_text()
+    assert "5 of 5 targets met." in pages["good"] and "MISSED" not in pages["good"]
+    assert "3 of 5 targets met; missed: vqa/accuracy 0.41 (target 0.80), t2i/colour 0.06 (target 0.70)." \
+        in pages["bad"]
+    assert "colour 0.95, position 0.10; weakest: position" in pages["bad"]
+    assert "images_drawn 1.00" in pages["bad"]

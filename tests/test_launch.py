@@ -53,7 +53,7 @@ def test_tpu_pod_dry_run_creates_copies_installs_and_runs_on_all_workers():
     cmds = commands(out)
     assert cmds[0] == ("gcloud compute tpus tpu-vm create pod --zone us-west4-a --project proj "
                        "--accelerator-type v5litepod-256 --version v2-alpha-tpuv5-lite --spot")
-    assert cmds[1].startswith("git archive --format=tar.gz --prefix=seedx_jax/")
+    assert cmds[1].startswith(f"git -C {ROOT} archive --format=tar.gz --prefix=seedx_jax/")
     assert "tpu-vm scp" in cmds[2] and "pod:~/seedx_jax.tar.gz" in cmds[2]
     ssh = cmds[3:]
     assert len(ssh) == 4 and all(c.startswith("gcloud compute tpus tpu-vm ssh pod --zone us-west4-a --project proj "
@@ -63,6 +63,29 @@ def test_tpu_pod_dry_run_creates_copies_installs_and_runs_on_all_workers():
              "'\\''--config.data.sources.sharegpt4v.paths=data/*.jsonl'\\''")
     assert f"python3 -m seedx_jax.preflight {flags}" in ssh[2]
     assert f"python3 -m seedx_jax.train {flags} --workdir gs://bucket/runs/sft1 2>&1 | tee" in ssh[3]
+
+
+def test_tpu_paths_typed_from_another_directory(tmp_path):
+    """The workers run from the checkout's root: a config typed relative to the user's directory is
+    passed relative to the root, a shipped config by name as is; what the workers cannot see is refused."""
+    script = os.path.join(ROOT, "launch", "tpu_vm.sh")
+
+    def launch(config, workdir="gs://b/r"):
+        return subprocess.run(["bash", script, "--tpu", "t", "--zone", "z", "--config", config, "--workdir", workdir,
+                               "--dry-run"], cwd=tmp_path, capture_output=True, text=True)
+
+    relative = os.path.relpath(os.path.join(ROOT, "configs", "sft_edit.py"), tmp_path) + ":tiny"
+    for typed, seen in ((relative, "configs/sft_edit.py:tiny"), ("sft_edit:tiny", "sft_edit:tiny")):
+        out = launch(typed)
+        assert out.returncode == 0, out.stderr
+        assert f"seedx_jax.train --config {seen} --distributed=on --workdir gs://b/r" in out.stdout
+    (tmp_path / "mine.py").write_text("def get_config(): pass\n")
+    for args, message in ((("mine.py",), "lies outside this checkout, which is all the workers get"),
+                          (("nope",), "no such file, nor a shipped config (demo detok_stage1"),
+                          (("sft_edit", "runs/x"), "--workdir runs/x: the workers cannot see your working directory")):
+        out = launch(*args)
+        assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert out.stderr.startswith("tpu_vm.sh: error: ") and message in out.stderr, out.stderr
 
 
 def test_tpu_multislice_runs_every_slice_and_git_code():
@@ -91,7 +114,7 @@ def test_tpu_detached_run_follows_worker_zero():
 def test_tpu_launcher_checks_its_inputs_before_any_command():
     out = sh("launch/tpu_vm.sh", "--tpu", "t", "--zone", "z", "--config", "configs/nope.py", "--workdir", "/w",
              "--dry-run", check=False)
-    assert out.returncode == 2 and "configs/nope.py is not a file" in out.stderr and out.stdout == ""
+    assert out.returncode == 2 and "--config configs/nope.py: no such file" in out.stderr and out.stdout == ""
     out = sh("launch/tpu_vm.sh", "--tpu", "t", "--zone", "z", "--config", CONFIG, "--workdir", "/w", "--slices", "0",
              check=False)
     assert out.returncode == 2 and "--slices=0" in out.stderr

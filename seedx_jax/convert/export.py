@@ -25,12 +25,13 @@ import numpy as np
 from flax import nnx
 
 from seedx_jax.agent.params import AGENT_RULES
-from seedx_jax.checkpoint import atomic_dir, load_model, read_manifest
+from seedx_jax.checkpoint import load_model, read_manifest
 from seedx_jax.detokenizer.params import DETOKENIZER_RULES
 from seedx_jax.llama.params import LLAMA_HF_RULES, is_lora
 from seedx_jax.lora import merge_lora
 from seedx_jax.nn.buffer import Buffer
 from seedx_jax.nn.stack import LOGICAL_AXES
+from seedx_jax.outputs import atomic_output, check_target, write_marker
 from seedx_jax.progress import Progress
 from seedx_jax.vision.params import vit_rules
 from seedx_jax.weights import Slot, export_plan, export_tensors, path_str
@@ -162,10 +163,14 @@ def _strip(prefix: str, tensors):
 
 
 def export_checkpoint(path: str, out: str, *, merge: bool = False, dtype: str | None = None,
-                      max_shard_bytes: int = 2 << 30, progress: Progress | None = None) -> list[str]:
-    """Write the released PyTorch files of the model checkpoint at `path` into the new directory `out`."""
+                      max_shard_bytes: int = 2 << 30, progress: Progress | None = None,
+                      overwrite: bool = False) -> list[str]:
+    """Write the released PyTorch files of the model checkpoint at `path` into the directory `out`
+    (new, empty, or an earlier export with `overwrite`; `seedx_jax.outputs` policy) -> the files written,
+    relative to `out`. `out` also gets a `manifest.json` that marks it as an export of ours."""
     progress = progress or Progress(quiet=True)
     manifest = read_manifest(path)
+    check_target(out, "export", inputs=[path], overwrite=overwrite)  # before the model loads
     kind = manifest["kind"]
     with progress.stage(f"loading the {kind} checkpoint"):
         model = load_model(path, kind)
@@ -176,7 +181,8 @@ def export_checkpoint(path: str, out: str, *, merge: bool = False, dtype: str | 
     table = {"vit": lambda: vit_rules(model.config.heads), "llama": lambda: LLAMA_HF_RULES,
              "agent": lambda: AGENT_RULES, "detokenizer": lambda: DETOKENIZER_RULES}[kind]()
     exporter = _Exporter(model, table, manifest.get("source", {}).get("dtypes", {}), dtype)
-    with atomic_dir(out) as tmp, progress.stage(f"exporting to {out}"):
+    with atomic_output(out, "export", inputs=[path], overwrite=overwrite) as tmp, \
+            progress.stage(f"exporting to {out}"):
         if kind == "vit":
             write_torch(os.path.join(tmp, "qwen_vit_G.pt"), exporter.tensors(lambda k: True))
         elif kind == "llama":
@@ -194,4 +200,5 @@ def export_checkpoint(path: str, out: str, *, merge: bool = False, dtype: str | 
                               _strip("vae.", exporter.tensors(lambda k: k.startswith("vae."))), max_shard_bytes)
         if lora is not None and not merge:
             write_adapter(os.path.join(tmp, "adapter"), exporter, lora, prefix="llm." if kind == "agent" else "")
+        write_marker(tmp, "export", model_kind=kind, source=os.path.abspath(path), merge_lora=merge, dtype=dtype)
     return sorted(os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs)

@@ -15,11 +15,11 @@ import os
 import random
 
 from seedx_jax.agent.tokenizer import SeedXTokenizer, train_sentencepiece
-from seedx_jax.checkpoint import atomic_dir
 from seedx_jax.data.formats import RawRecord, encode_record
 from seedx_jax.data.sequences import PromptLists
 from seedx_jax.demo import texts
 from seedx_jax.demo.world import GENERATION_ASPECTS, Obj, Scene, WorldConfig, render, sample_scene
+from seedx_jax.outputs import atomic_output, write_marker
 
 FILES = {"vqa": "conversations.array_record", "caption": "captions.array_record", "edit": "edits.array_record"}
 
@@ -57,7 +57,7 @@ def write_split(out: str, *, seed: int, split: str, scenes: int, cfg: WorldConfi
     from array_record.python.array_record_module import ArrayRecordWriter
 
     counts = {kind: 0 for kind in FILES}
-    with atomic_dir(out) as tmp:
+    with atomic_output(out, "shapes_split", name="split folder") as tmp:
         writers = {kind: ArrayRecordWriter(os.path.join(tmp, name), "group_size:1") for kind, name in FILES.items()}
         with open(os.path.join(tmp, "scenes.jsonl"), "w") as index:
             for i in range(scenes):
@@ -89,6 +89,7 @@ def write_split(out: str, *, seed: int, split: str, scenes: int, cfg: WorldConfi
         with open(os.path.join(tmp, "split.json"), "w") as f:
             json.dump({"seed": seed, "split": split, "scenes": scenes, "records": counts,
                        "world": dataclasses.asdict(cfg)}, f, indent=1)
+        write_marker(tmp, "shapes_split", split=split)
     return counts
 
 
@@ -108,8 +109,9 @@ def world_sentences(seed: int, scenes: int, cfg: WorldConfig = WorldConfig()) ->
 
 def write_tokenizer(out: str, *, seed: int, scenes: int = 300, vocab_size: int = 400) -> SeedXTokenizer:
     """A SentencePiece model of the world's texts + SEED-X's 330 added tokens, saved at `out`."""
-    with atomic_dir(out) as tmp:
+    with atomic_output(out, "tokenizer", name="tokenizer folder") as tmp:
         model = train_sentencepiece(os.path.join(tmp, "sp.model"), world_sentences(seed, scenes) * 5, vocab_size)
         SeedXTokenizer(model).save(tmp)
         os.remove(model)
+        write_marker(tmp, "tokenizer", source=f"shapes world, seed {seed}")
     return SeedXTokenizer.from_dir(out)

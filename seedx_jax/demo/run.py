@@ -1,6 +1,7 @@
 """The demo driver: data -> stand-in ViT and VAE -> de-tokenizer stages 1 and 2 -> MLLM instruction
 tuning -> edit fine-tuning -> held-out evaluation -> report, in one output folder written atomically
-(a failed or interrupted run leaves nothing behind).
+(a failed or interrupted run leaves nothing behind; an existing report folder is replaced only with
+`overwrite`, and a folder that is not a demo report never: `seedx_jax.outputs`).
 
 The training stages are the real `seedx_jax.train.train` on `configs/demo.py`; the folder keeps each
 run's logs (`runs/<stage>/metrics.jsonl`, TensorBoard events) and the two trained pipelines
@@ -19,10 +20,11 @@ import jax
 from flax import nnx
 
 from seedx_jax.agent.tokenizer import SeedXTokenizer
-from seedx_jax.checkpoint import atomic_dir, load_model, save_model, save_pipeline
+from seedx_jax.checkpoint import load_model, save_model, save_pipeline
 from seedx_jax.demo import dataset, evaluate, report, standins
 from seedx_jax.detokenizer.model import Detokenizer
 from seedx_jax.diffusion.sampling import SamplerConfig
+from seedx_jax.outputs import atomic_output, write_marker
 from seedx_jax.pipelines import SeedX
 from seedx_jax.progress import Progress
 from seedx_jax.train.build import model_configs
@@ -47,12 +49,8 @@ QUICK = DemoOptions(train_scenes=48, test_scenes=3, vae_steps=4, probe_images=20
 
 
 def demo_config(stage: str):
-    """configs/demo.py:<stage> (imported from the repository root, where `make demo` runs)."""
-    try:
-        module = importlib.import_module("configs.demo")
-    except ModuleNotFoundError:
-        raise SystemExit("seedx_jax.demo: run it from the repository root (configs/demo.py is not importable)")
-    return module.get_config(stage)
+    """configs/demo.py:<stage> (the `configs` package is installed with seedx_jax)."""
+    return importlib.import_module("configs.demo").get_config(stage)
 
 
 def _stage_config(stage: str, root: str, opts: DemoOptions, init: dict, vae_scale: float):
@@ -80,12 +78,17 @@ def _train_stage(stage: str, root: str, opts: DemoOptions, init: dict, vae_scale
     return nnx.merge(result.graphdef, result.state.params, result.rest)
 
 
-def run_demo(out: str, opts: DemoOptions = DemoOptions(), progress: Progress | None = None) -> dict:
-    """Everything, written to `out` (replaced atomically at the end) -> the metrics."""
+KIND = "demo_report"
+
+
+def run_demo(out: str, opts: DemoOptions = DemoOptions(), progress: Progress | None = None, *,
+             overwrite: bool = False) -> dict:
+    """Everything, written to `out` (appears atomically at the end; an earlier report there is replaced
+    only with `overwrite`) -> the metrics."""
     progress = progress or Progress()
     start = time.perf_counter()
     curves: dict = {}
-    with atomic_dir(out) as root:
+    with atomic_output(out, KIND, overwrite=overwrite) as root:
         models = os.path.join(root, "models")
         with progress.stage("[1/7] writing the shapes world (train and held-out splits, tokenizer)"):
             data = os.path.join(root, "data")
@@ -131,6 +134,7 @@ def run_demo(out: str, opts: DemoOptions = DemoOptions(), progress: Progress | N
         notes = [f"{opts.train_scenes} training scenes, {opts.test_scenes} held-out scenes, seed {opts.seed}, "
                  f"{jax.device_count()} {jax.devices()[0].platform} device(s), {metrics['seconds']:.0f} s in all"]
         report.write_report(root, metrics, curves, samples, notes)
+        write_marker(root, KIND, seed=opts.seed, options=dataclasses.asdict(opts))
         for part in ("vit", "detok_init", "detok_stage1", "detok_stage2", "agent_i", "agent_edit"):
             shutil.rmtree(os.path.join(models, part))  # the two pipelines hold what is kept
     return metrics
