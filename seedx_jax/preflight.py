@@ -31,8 +31,8 @@ from flax import nnx
 from seedx_jax import sharding
 from seedx_jax.data.examples import example_shapes
 from seedx_jax.paths import resolve
-from seedx_jax.train.build import (TrainConfigError, batch_axes_size, check_batches, check_config, example_specs,
-                                   make_train_mesh, model_configs, trainee_init)
+from seedx_jax.train.build import (TrainConfigError, batch_axes_size, check_batches, check_config, check_vocab,
+                                   example_specs, load_tokenizer, make_train_mesh, model_configs, trainee_init)
 from seedx_jax.train.loop import COUNT_ONLY, step_recipe
 from seedx_jax.train.stages import DETOK_STAGES
 from seedx_jax.train.step import batch_shardings, init_state, make_train_step, split_trainable, state_shardings
@@ -233,6 +233,7 @@ def preflight(config, *, device_memory_gib: float = 0.0, check_files: bool = Tru
         if problems:
             raise PreflightError(problems[0], "\n".join(problems[1:] + [
                 "(--nocheck_files skips these checks, e.g. for a sizing run away from the data)"]))
+        check_vocab(config, load_tokenizer(config))  # a tokenizer larger than the LLM: NaN from step 1
     limit = device_memory_bytes(device_memory_gib)
     sources = []
     for plan in estimate_memory(config, mesh, rules, say=say):

@@ -37,6 +37,10 @@ def test_tokenizer_past_the_vocab_is_refused_before_anything_is_built(data, tmp_
                                                r"the 600 rows of config\.model\.agent\.llm\.vocab_size"):
         loop.train(config, str(tmp_path / "run"))
     assert not (tmp_path / "run" / "checkpoints").exists()
+    from seedx_jax.preflight import preflight
+
+    with pytest.raises(TrainConfigError, match=r"has 650 tokens, more than the 600 rows"):  # the preflight too
+        preflight(config, say=lambda line: None)
 
 
 @pytest.fixture
