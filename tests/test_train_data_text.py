@@ -9,25 +9,15 @@ import pytest
 
 import train_fixtures as F
 from configs.train_common import TINY_GRIDS
-from seedx_jax.agent.tokenizer import SeedXTokenizer
 from seedx_jax.data.examples import ExampleBuilder, ExampleSpec, Skip
 from seedx_jax.data.formats import open_source
 from seedx_jax.data.pipeline import ExampleStream
 from seedx_jax.losses import IGNORE_INDEX
+from test_train_data import data, tok  # noqa: F401 (the shared fixtures)
 
 VIEW = 224
 VQA = ExampleSpec("vqa", max_length=480, view_size=VIEW, max_views=3, grids=TINY_GRIDS)
 BOX = "<box_start><loc-10><loc-20><loc-100><loc-120><box_end>"
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return F.write_all(str(tmp_path_factory.mktemp("train_data")))
-
-
-@pytest.fixture(scope="module")
-def tok(data):
-    return SeedXTokenizer.from_dir(data["tokenizer"])
 
 
 def conversation(image, *turns):

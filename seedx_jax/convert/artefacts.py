@@ -208,12 +208,19 @@ def _diffusers_fields(cls, folder: str) -> tuple[str, dict] | None:
     file = os.path.join(folder, "config.json")
     if not os.path.isfile(file):
         return None
+    config = _parse_json(file, cls.from_diffusers)
+    return file, {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in _COMPUTE_FIELDS}
+
+
+def _parse_json(file: str, parse: Callable[[dict], Any]):
+    """`parse(json of file)`; a missing field or a refused value becomes an ArtefactError naming the file."""
     try:
         with open(file) as f:
-            config = cls.from_diffusers(json.load(f))
+            return parse(json.load(f))
+    except KeyError as err:
+        raise ArtefactError(f"{file}: no field {err}") from None
     except ValueError as err:
         raise ArtefactError(f"{file}: {err}") from None
-    return file, {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in _COMPUTE_FIELDS}
 
 
 def with_param_dtype(config, dtype: str | None):
@@ -264,13 +271,7 @@ def _llama_fields(folder: str | None) -> tuple[str, dict] | None:
     file = folder and os.path.join(folder, "config.json")
     if not file or not os.path.isfile(file):
         return None
-    try:
-        with open(file) as f:
-            found = LlamaConfig.from_hf_dict(json.load(f))
-    except KeyError as err:
-        raise ArtefactError(f"{file}: no field {err}") from None
-    except ValueError as err:
-        raise ArtefactError(f"{file}: {err}") from None
+    found = _parse_json(file, LlamaConfig.from_hf_dict)
     names = {f.name for f in dataclasses.fields(LlamaConfig)} & set(found.to_hf_dict())
     return file, {name: getattr(found, name) for name in sorted(names)}
 
