@@ -5,7 +5,6 @@
 Tolerance: max |diff| <= 1e-4 x max |reference| (fp32; bf16/fp16 sources compared against the torch
 model holding the same rounded weights).
 """
-import copy
 import json
 import os
 import shutil
@@ -15,8 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from diffusers import EulerDiscreteScheduler
-from peft import LoraConfig as PeftLoraConfig, PeftModel, get_peft_model
+from peft import PeftModel
 from transformers import LlamaForCausalLM as HFLlama
 
 from seedx_jax.agent.config import TINY_VISION, AgentConfig
@@ -25,14 +23,12 @@ from seedx_jax.checkpoint import load_model, read_manifest
 from seedx_jax.cli import main as seedx_jax_command
 from seedx_jax.convert.cli import main as convert
 from seedx_jax.detokenizer.model import DetokenizerConfig
-from seedx_jax.lora import LORA_TARGETS
 from seedx_jax.pipelines import SeedX
 from seedx_jax.sharding import make_mesh
 from parity import max_rel_diff, randomize_
-from seedx_fixtures import TorchAgent, train_sp_model
+from release_fixture import save_llm_folder, torch_state, write_sft_agent, write_tiny_release
+from seedx_fixtures import TorchAgent
 from test_agent import batch, reference
-from test_detokenizer import torch_parts
-from test_sampling import SDXL_SCHEDULER
 from test_unet import inputs as unet_inputs
 from test_unet import reference as unet_reference
 from torch_vision import TorchQwenViT
@@ -47,53 +43,12 @@ def run(*argv) -> int:
     return convert([*map(str, argv), "--quiet"])
 
 
-def torch_state(module) -> dict:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def save_llm_folder(model: torch.nn.Module, folder, *, bin_file: bool = False, dtype=torch.float32) -> None:
-    """A Hugging Face folder: sharded safetensors (tiny shards, so with an index) or one pytorch_model.bin."""
-    model = copy.deepcopy(model).to(dtype)
-    if bin_file:
-        os.makedirs(folder, exist_ok=True)
-        model.config.save_pretrained(folder)
-        torch.save(model.state_dict(), os.path.join(folder, "pytorch_model.bin"))
-    else:
-        model.save_pretrained(folder, max_shard_size="60KB")
-
-
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
     """A tiny SEED-X release tree (docs/release_tree.md) and the torch models it was written from."""
     root = tmp_path_factory.mktemp("release")
     (root.parent / "vit.json").write_text(json.dumps(VIT.to_dict()))
-    torch.manual_seed(0)
-    vit = randomize_(TorchQwenViT(VIT))
-    os.makedirs(root / "QwenViT")
-    torch.save(vit.state_dict(), root / "QwenViT" / "qwen_vit_G.pt")
-    tok_dir = root / "cvlm_llama2_tokenizer_100img_and_224loc_addpatch"
-    os.makedirs(tok_dir)
-    SeedXTokenizer(train_sp_model(str(tmp_path_factory.mktemp("sp") / "sp.model"))).save(str(tok_dir))
-    agents = {}
-    for i, name in enumerate(("seed_x_i", "seed_x_edit")):
-        agent = TorchAgent(AGENT, seed=i).float().eval()
-        save_llm_folder(agent.llm, root / name / "llm")
-        os.makedirs(root / name / "agent")
-        torch.save({k: v for k, v in torch_state(agent).items() if not k.startswith("llm.")},
-                   root / name / "agent" / "pytorch_model.bin")
-        agents[name] = agent
-    resampler, stage2_unet, vae = torch_parts(DETOK, 0)
-    unets = {1: torch_parts(DetokenizerConfig.preset("tiny"), 1)[1], 2: stage2_unet}
-    sdxl = root / "stable-diffusion-xl-base-1.0"
-    torch_parts(DetokenizerConfig.preset("tiny"), 2)[1].save_pretrained(sdxl / "unet")  # other values, 4-ch conv_in
-    EulerDiscreteScheduler.from_config(SDXL_SCHEDULER).save_pretrained(sdxl / "scheduler")
-    vae.save_pretrained(sdxl / "vae")
-    for stage, folder in ((1, "first_stage"), (2, "second_stage")):
-        os.makedirs(root / "seed_detokenizer" / folder)
-        state = {"resampler." + k: v for k, v in torch_state(resampler).items()}
-        state.update({"unet." + k: v for k, v in torch_state(unets[stage]).items()})
-        torch.save(state, root / "seed_detokenizer" / folder / "pytorch_model.bin")
-    return dict(root=root, vit=vit, agents=agents, resampler=resampler, unets=unets, vae=vae)
+    return write_tiny_release(root, vit=VIT, agent=AGENT, detokenizer=DETOK)
 
 
 def vit_features(model, seed=0):
@@ -190,24 +145,8 @@ def test_agent_release_form_converts_and_round_trips(release, tmp_path):
 
 @pytest.fixture(scope="module")
 def peft_agent(release, tmp_path_factory):
-    """A user's SFT checkpoint: zero-to-fp32 of the whole agent with peft 0.4 names (docs/llm.md):
-    `llm.base_model.model.*`, lora_A/B.default, norms as modules_to_save.default + original_module."""
-    agent = TorchAgent(AGENT, seed=3).float().eval()
-    agent.llm = get_peft_model(agent.llm, PeftLoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
-                                                         target_modules=list(LORA_TARGETS),
-                                                         modules_to_save=["input_layernorm", "post_attention_layernorm",
-                                                                          "norm"]))
-    torch.manual_seed(5)
-    with torch.no_grad():
-        for name, p in agent.named_parameters():
-            if "lora_B" in name or "modules_to_save" in name:
-                p.add_(0.05 * torch.randn_like(p))
-    agent.eval()
-    state = {k.replace(".base_layer.", "."): v for k, v in torch_state(agent).items()}  # peft 0.4 names
-    assert any(".original_module." in k for k in state) and any(".lora_A.default." in k for k in state)
     path = tmp_path_factory.mktemp("sft") / "pytorch_model.bin"
-    torch.save(state, path)
-    return agent, path
+    return write_sft_agent(path, AGENT), path
 
 
 @pytest.mark.parametrize("merge", [False, True], ids=["lora_kept", "lora_merged"])
@@ -351,7 +290,7 @@ def test_interrupted_conversion_leaves_nothing(release, tmp_path, monkeypatch):
 
     original = TorchFile.read
     monkeypatch.setattr(TorchFile, "read", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        run("vit", release["root"] / "QwenViT" / "qwen_vit_G.pt", "--out", tmp_path / "vit", "--config",
-            release["root"].parent / "vit.json", "--flush-mb", 0)
+    rc = run("vit", release["root"] / "QwenViT" / "qwen_vit_G.pt", "--out", tmp_path / "vit", "--config",
+             release["root"].parent / "vit.json", "--flush-mb", 0)
+    assert rc == 130 and len(reads) == 20  # Ctrl-C: one line, exit 130 (tests/test_data_loss.py: the line)
     assert os.listdir(tmp_path) == []
