@@ -1,7 +1,7 @@
 """The shapes-world demo (`make demo`, `python -m seedx_jax.demo`): tiny models of every SEED-X part,
 trained with the real training loop on the world's ArrayRecord splits.
 
-`--config configs/demo.py:<stage>` for stage in detok_stage1, detok_stage2, sft_comp_gen, sft_edit.
+`--config demo:<stage>` for stage in detok_stage1, detok_stage2, sft_comp_gen, sft_edit.
 The driver fills in the data paths (`<data>/train/*.array_record`), the tokenizer and the `init`
 checkpoints (the stand-in ViT and VAE, then each stage's predecessor).
 
@@ -30,7 +30,7 @@ LLM_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 
 def get_config(stage: str = "sft_comp_gen"):
     if stage not in STAGES:
-        raise ValueError(f"configs/demo.py:{stage}: unknown stage; choose one of {', '.join(STAGES)}")
+        raise ValueError(f"demo:{stage}: unknown stage; choose one of {', '.join(f'demo:{s}' for s in STAGES)}")
     detok = stage.startswith("detok")
     c = tc.detok(stage, tiny=True) if detok else tc.mllm(stage, tiny=True)
     c.seed = 0

@@ -1,8 +1,8 @@
 """Shared pieces of the training configs (configs/detok_stage1.py ... sft_edit.py).
 
 `micro_batch` is GLOBAL (all processes and devices); SEED-X's per-GPU sizes are given x 8 GPUs.
-Every config also has a `:tiny` variant (`--config configs/sft_edit.py:tiny`): the tiny models of
-the tests, small images and short sequences, for CPU smoke runs.
+Every config also has a `:tiny` variant (`--config sft_edit:tiny`): the tiny models of the tests,
+small images and short sequences, for CPU smoke runs.
 
 The model configs (`model.vit`, `model.agent`, `model.detokenizer`, `model.lora`) hold every field
 of their dataclass, presets expanded (`tree`), so any of them can be overridden on the command line
@@ -34,8 +34,8 @@ def is_tiny(name: str, variant: str) -> bool:
       ValueError: the variant is neither "" (full size) nor "tiny".
     """
     if variant not in ("", "tiny"):
-        raise ValueError(f"configs/{name}.py:{variant}: unknown variant; use configs/{name}.py (full size) or "
-                         f"configs/{name}.py:tiny")
+        raise ValueError(f"{name}:{variant}: unknown variant; use --config {name} (full size) or --config "
+                         f"{name}:tiny")
     return variant == "tiny"
 
 

@@ -3,8 +3,10 @@
 or by name, every model field overridable from the command line with its type, bad input one line and
 exit 2, and the model configs the shipped configs build unchanged by expanding their presets."""
 import dataclasses
+import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -165,6 +167,23 @@ def test_config_file_takes_paths_and_names_and_refuses_the_rest(tmp_path, monkey
             config_file(bad)
 
 
+def test_a_bad_variant_names_configs_that_load_from_any_directory(tmp_path, monkeypatch):
+    """The remedy in the error of an unknown variant (a demo stage) is `--config` values that work in any
+    working directory: shipped names, not paths into the checkout."""
+    monkeypatch.chdir(tmp_path)
+    for name in configs.TRAINING:
+        module = importlib.import_module(f"configs.{name}")
+        with pytest.raises(ValueError) as caught:
+            module.get_config("nosuchvariant")
+        message = str(caught.value)
+        assert message.startswith(f"{name}:nosuchvariant: unknown "), message
+        remedies = re.findall(rf"(?<![\w/.]){name}(?::\w+)?(?![\w/.])", message.partition("; ")[2])
+        assert remedies, message
+        for remedy in remedies:
+            _, _, variant = config_file(remedy).partition(":")
+            module.get_config(variant)
+
+
 def _field_kinds(cls, prefix="") -> dict:
     """{leaf field path: the type it holds when set} of the model-config dataclass `cls` (`int | None` ->
     int, `tuple[int, ...]` -> tuple); the LLM's LoRA is left out (`model.lora` configures it)."""
@@ -262,8 +281,8 @@ def test_train_takes_a_shipped_name_and_nested_overrides_from_another_directory(
               "--config.model.agent.llm.hidden_size=40", cwd=data["root"])
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip().splitlines() == [
-        "seedx_jax.train: error: config.model.agent: AgentConfig: input_resampler.embed_dim=64 and "
-        "output_resampler.kv_dim=64 must equal llm.hidden_size=40"]
+        "seedx_jax.train: error: config.model.agent.input_resampler.embed_dim=64 and config.model.agent."
+        "output_resampler.kv_dim=64 must equal config.model.agent.llm.hidden_size=40"]
 
 
 @pytest.mark.parametrize("module, prog", [("seedx_jax.train", "seedx_jax.train"), ("seedx_jax.preflight", "preflight")])
@@ -277,10 +296,10 @@ def test_train_takes_a_shipped_name_and_nested_overrides_from_another_directory(
     (["--config", "configs/sft_edit.py:tiny"], "--config configs/sft_edit.py:tiny: no such file, and no shipped "
      "config of that name (shipped: demo, detok_stage1, detok_stage2, pretrain, sft_comp_gen, sft_edit; e.g. "
      "--config sft_edit:tiny)"),
-    (["--config=sft_edit:huge"], "configs/sft_edit.py:huge: unknown variant; use configs/sft_edit.py (full size) "
-     "or configs/sft_edit.py:tiny"),
-    (["--config", "demo:sft"], "configs/demo.py:sft: unknown stage; choose one of detok_stage1, detok_stage2, "
-     "sft_comp_gen, sft_edit"),
+    (["--config=sft_edit:huge"], "sft_edit:huge: unknown variant; use --config sft_edit (full size) or --config "
+     "sft_edit:tiny"),
+    (["--config", "demo:sft"], "demo:sft: unknown stage; choose one of demo:detok_stage1, demo:detok_stage2, "
+     "demo:sft_comp_gen, demo:sft_edit"),
 ])
 def test_bad_config_input_is_one_line_and_exit_2(tmp_path, module, prog, args, message):
     out = cli(module, *args, *(["--workdir", "w"] if module == "seedx_jax.train" else []), cwd=tmp_path)

@@ -130,6 +130,39 @@ def test_bad_configs_fail_before_compiling(data, tmp_path):
     assert not (tmp_path / "a" / "checkpoints").exists()
 
 
+@pytest.mark.parametrize("stage, field, value, message", [
+    ("sft_edit", "model.agent.llm.remat", "bogus",
+     "config.model.agent.llm.remat='bogus' is not one of ['dots', 'dots_no_batch', 'full', 'none']"),
+    ("sft_edit", "model.agent.llm.hidden_size", 40, "config.model.agent.input_resampler.embed_dim=64 and "
+     "config.model.agent.output_resampler.kv_dim=64 must equal config.model.agent.llm.hidden_size=40"),
+    ("sft_edit", "model.agent.input_resampler.embed_dim", 66, "config.model.agent.input_resampler.embed_dim=66 is "
+     "not divisible by config.model.agent.input_resampler.num_heads=4"),
+    ("sft_edit", "model.vit.output_dim", 32, "config.model.agent.input_resampler.kv_dim=16 (the ViT features the "
+     "agent takes) != config.model.vit.output_dim=32"),
+    ("sft_edit", "model.lora.embedding_rows", (0, 700),
+     "config.model.lora.embedding_rows=(0, 700) exceeds config.model.agent.llm.vocab_size=650"),
+    ("sft_edit", "optim.warmup_steps", 500,
+     "config.optim.warmup_steps=500 must be in [0, config.optim.total_steps=200)"),
+    ("sft_edit", "train.accumulation", 0, "config.train.accumulation=0 must be positive"),
+    ("sft_edit", "mesh.fsdp", 0, "config.mesh.fsdp=0: sizes must be positive or -1"),
+    ("detok_stage2", "model.detokenizer.unet.down_block_types", ("DownBlock2D",),
+     "config.model.detokenizer.unet.down_block_types has 1 entries, config.model.detokenizer.unet.block_out_channels "
+     "has 3"),
+    ("detok_stage2", "model.detokenizer.unet.in_channels", 4, "config.model.detokenizer.unet.in_channels=4: "
+     "detok_stage2 needs 2 x the 4 latent channels (preset stage2 or tiny_edit)"),
+])
+def test_config_errors_name_the_full_path_of_the_field(data, tmp_path, stage, field, value, message):
+    config = F.tiny_config(stage, data, steps=1)
+    *parents, name = field.split(".")
+    node = config
+    for parent in parents:
+        node = node[parent]
+    node[name] = value
+    with pytest.raises(TrainConfigError) as caught:
+        train(config, str(tmp_path / "run"))
+    assert str(caught.value) == message
+
+
 def test_init_checkpoints_are_loaded_and_checked(data, tmp_path):
     """config.init.<part> = a converted checkpoint directory: loaded over the fresh model (LoRA stays
     fresh); a checkpoint of another shape is a one-line error naming the parameter."""

@@ -1,2 +1,2 @@
 """Training (docs/training_recipe.md): stages, the jitted step, Grain data, Orbax checkpoints; run with
-`python -m seedx_jax.train --config configs/<stage>.py --workdir DIR`."""
+`python -m seedx_jax.train --config <stage>[:tiny] --workdir DIR`."""

@@ -5,8 +5,11 @@ Every check here runs before anything is compiled, and fails with one line namin
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
+import re
+from typing import Mapping
 
 import jax
 import ml_collections
@@ -22,8 +25,10 @@ from seedx_jax.data.formats import open_source
 from seedx_jax.data.pipeline import ExampleStream, Mixture, SourceSpec
 from seedx_jax.data.sequences import PromptLists
 from seedx_jax.detokenizer.model import Detokenizer, DetokenizerConfig
+from seedx_jax.llama import LlamaConfig
 from seedx_jax.lora import LoraConfig
 from seedx_jax.paths import resolve
+from seedx_jax.train.optim import OptimConfig
 from seedx_jax.train.stages import DETOK_STAGES, STAGE_TASKS, STAGES, UNET_TRAINABLE, DetokTrainee, MLLMTrainee
 from seedx_jax.vision.vit import QwenViT, VisionConfig
 
@@ -37,6 +42,12 @@ def _dict(node) -> dict:
 
 
 def check_config(config) -> None:
+    """Every setting that needs no file or device: the stage, the sources, the train counts, the
+    optimizer and model configs, the sharding rule overrides.
+
+    Raises:
+      TrainConfigError: one line naming the setting by its full path (`config.model.agent.llm.remat`).
+    """
     if config.stage not in STAGES:
         raise TrainConfigError(f"config.stage={config.stage!r} is not one of {STAGES}")
     if not config.data.sources:
@@ -50,9 +61,24 @@ def check_config(config) -> None:
     unet = config.train.get("unet_trainable", "attention_kv")
     if unet not in UNET_TRAINABLE:
         raise TrainConfigError(f"config.train.unet_trainable={unet!r} is not one of {UNET_TRAINABLE}")
-    if config.train.steps <= 0 or config.train.accumulation <= 0:
-        raise TrainConfigError(f"config.train.steps={config.train.steps} and accumulation="
-                               f"{config.train.accumulation} must be positive")
+    for field in ("steps", "accumulation"):
+        if config.train[field] <= 0:
+            raise TrainConfigError(f"config.train.{field}={config.train[field]} must be positive")
+    optim_config(config)
+    model_configs(config)
+    train_rules(config)
+
+
+def optim_config(config) -> OptimConfig:
+    return _configured(OptimConfig(), _dict(config.optim), "config.optim")
+
+
+def train_rules(config) -> sharding.Rules:
+    """The sharding rules table with `config.sharding_rules` over the defaults."""
+    try:
+        return sharding.rules_with_overrides(_dict(config.sharding_rules))
+    except ValueError as err:
+        raise TrainConfigError(f"config.sharding_rules: {err}") from None
 
 
 def make_train_mesh(mesh_config):
@@ -68,8 +94,8 @@ def make_train_mesh(mesh_config):
         devices = devices[:n]
     try:
         return sharding.make_mesh(sizes, devices)
-    except ValueError as err:
-        raise TrainConfigError(f"config.mesh: {err}") from None
+    except ValueError as err:  # sharding names the sizes `mesh.<axis>`
+        raise TrainConfigError(f"config.{err}" if str(err).startswith("mesh") else f"config.mesh: {err}") from None
 
 
 def check_batches(config, mesh, rules) -> None:
@@ -101,33 +127,92 @@ def model_configs(config) -> dict:
     fields of `config.model.<part>` over the defaults (or over a `preset` the part names).
 
     Raises:
-      TrainConfigError: a part that cannot be built (a field it lacks, sizes that do not fit), named.
+      TrainConfigError: a part that cannot be built (a field it lacks, sizes that do not fit), naming
+        the field by its full path.
     """
     m = config.model
-    cfgs = {"vit": _built("vit", lambda: VisionConfig.from_overrides(_dict(m.vit)))}
+    cfgs = {"vit": _from_overrides(VisionConfig, m.vit, "config.model.vit")}
     if config.stage in DETOK_STAGES:
-        cfgs["detokenizer"] = _built("detokenizer", lambda: DetokenizerConfig.from_overrides(_dict(m.detokenizer)))
-        if config.stage == "detok_stage2" and not cfgs["detokenizer"].edits:
-            raise TrainConfigError("detok_stage2 needs a de-tokenizer with unet.in_channels = 2 x latent channels "
-                                   "(preset stage2 or tiny_edit)")
+        cfgs["detokenizer"] = detok = _from_overrides(DetokenizerConfig, m.detokenizer, "config.model.detokenizer")
+        if config.stage == "detok_stage2" and not detok.edits:
+            raise TrainConfigError(f"config.model.detokenizer.unet.in_channels={detok.unet.in_channels}: detok_stage2 "
+                                   f"needs 2 x the {detok.unet.out_channels} latent channels (preset stage2 or "
+                                   f"tiny_edit)")
     else:
-        agent = _built("agent", lambda: AgentConfig.from_overrides(_dict(m.agent)))
-        lora = _built("lora", lambda: LoraConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                                    for k, v in _dict(m.lora).items()}))
-        cfgs["agent"] = agent.replace(llm=agent.llm.replace(lora=lora))
+        agent = _from_overrides(AgentConfig, m.agent, "config.model.agent")
+        lora = _configured(LoraConfig(), _dict(m.lora), "config.model.lora")
+        try:  # LlamaConfig checks the LoRA against the vocabulary
+            cfgs["agent"] = agent.replace(llm=agent.llm.replace(lora=lora))
+        except ValueError as err:
+            raise TrainConfigError(_with_paths(str(err), [("config.model.agent.llm", LlamaConfig),
+                                                          ("config.model.lora", LoraConfig)])) from None
         if agent.feature_dim != cfgs["vit"].output_dim:
-            raise TrainConfigError(f"the agent's ViT feature size {agent.feature_dim} != config.model.vit output_dim "
-                                   f"{cfgs['vit'].output_dim}")
+            raise TrainConfigError(f"config.model.agent.input_resampler.kv_dim={agent.feature_dim} (the ViT features "
+                                   f"the agent takes) != config.model.vit.output_dim={cfgs['vit'].output_dim}")
     return cfgs
 
 
-def _built(part: str, make):
-    """`make()`; a config it cannot build (ValueError, or TypeError for an unknown field) is a
-    TrainConfigError naming `config.model.<part>`."""
+def _from_overrides(cls, node, path: str):
+    """`cls`'s preset named by `node.preset` (or its defaults) with the other fields of `node` over it."""
+    fields = _dict(node)
+    preset = fields.pop("preset", None)
     try:
-        return make()
+        base = cls.preset(preset) if preset else cls()
+    except ValueError as err:
+        raise TrainConfigError(f"{path}.preset={preset!r}: {err}") from None
+    return _configured(base, fields, path)
+
+
+def _configured(base, overrides: Mapping, path: str):
+    """`base` (a model or optimizer config dataclass at `path`) with `overrides`; a nested mapping
+    overrides the nested config field by field. Each nested config is built on its own first, so an
+    error is reported at the config that raised it.
+
+    Raises:
+      TrainConfigError: the config's error with its fields named by their full paths.
+    """
+    fields = {}
+    for name, value in overrides.items():
+        current = getattr(base, name, None)
+        if isinstance(value, Mapping) and dataclasses.is_dataclass(current):
+            value = _configured(current, value, f"{path}.{name}")
+        fields[name] = tuple(value) if isinstance(value, list) else value  # LoraConfig takes no lists
+    try:
+        return base.override(fields) if hasattr(base, "override") else dataclasses.replace(base, **fields)
     except (ValueError, TypeError) as err:
-        raise TrainConfigError(f"config.model.{part}: {err}") from None
+        raise TrainConfigError(_with_paths(str(err), [(path, type(base))])) from None
+
+
+# a field as the configs' errors name it: `width=`, `input_resampler.embed_dim=`, `block_out_channels has`
+_FIELD = re.compile(r"(?<![\w.])([A-Za-z_]\w*)((?:\.\w+)*)(?==| has )")
+
+
+def _with_paths(message: str, owners: list[tuple[str, type]]) -> str:
+    """`message` of a config dataclass's check with each field it names (`LlamaConfig.remat=`, `remat=`,
+    `input_resampler.kv_dim=`) written as its full path (`config.model.agent.llm.remat=`). `owners`:
+    (path, dataclass) of each config the message may talk about; the one the message starts with, or
+    the first, names the fields it does not prefix.
+    """
+    owners = [(path, {f.name for f in dataclasses.fields(cls)}, cls.__name__) for path, cls in owners]
+    first = next((o for o in owners if re.match(rf"{o[2]}\b", message)), owners[0])
+    path, fields, name = first
+    body, sep = message, ": "
+    if message.startswith(f"{name}."):
+        body = message[len(name) + 1:]
+        body = re.sub(r"^(\w+)", lambda m: f"{path}.{m[1]}" if m[1] in fields else m[1], body)
+    elif message.startswith(f"{name}: "):
+        body = message[len(name) + 2:]
+    elif message.startswith(f"{name} "):
+        body, sep = message[len(name) + 1:], " "
+
+    def qualify(m):
+        for where, names, _ in [first] + owners:
+            if m[1] in names:
+                return f"{where}.{m[1]}{m[2]}"
+        return m[0]
+
+    body = _FIELD.sub(qualify, body)
+    return body if body.startswith(path) else f"{path}{sep}{body}"
 
 
 def trainee_init(config):

@@ -44,7 +44,7 @@ def compiled_flops(compiled) -> float | None:
 
 class MetricsLog:
     """`log(step, scalars)` writes TensorBoard events under `<workdir>/tensorboard`, a line of
-    `<workdir>/metrics.jsonl` and one console line."""
+    `<workdir>/metrics.jsonl` and one console line; `say` writes the other progress lines."""
 
     # a remote metrics.jsonl is rewritten whole (no append on object stores), at most this often
     REMOTE_UPLOAD_S = 60.0
@@ -82,6 +82,12 @@ class MetricsLog:
                 self._upload()
         self.stream.write(self.line(step, scalars) + "\n")
         self.stream.flush()
+
+    def say(self, text: str) -> None:
+        """A progress line that is not a metric (a compile, the resume), on the console only."""
+        if self.enabled:
+            self.stream.write(text + "\n")
+            self.stream.flush()
 
     def line(self, step: int, s: dict[str, float]) -> str:
         width = 20
