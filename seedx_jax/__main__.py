@@ -1,6 +1,6 @@
 """`python -m seedx_jax ...` = the `seedx-jax` command."""
 import sys
 
-from seedx_jax.cli import main
+from seedx_jax.exits import command_line
 
-sys.exit(main())
+sys.exit(command_line())

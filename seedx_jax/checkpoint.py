@@ -30,7 +30,7 @@ from seedx_jax.agent.model import SeedXAgent
 from seedx_jax.detokenizer.model import Detokenizer, DetokenizerConfig
 from seedx_jax.exits import interrupts_deferred
 from seedx_jax.llama import LlamaConfig, LlamaForCausalLM
-from seedx_jax.outputs import FORMAT, MANIFEST, PIPELINE_MANIFEST, atomic_output, write_marker
+from seedx_jax.outputs import FORMAT, MANIFEST, PIPELINE_MANIFEST, atomic_output, with_article, write_marker
 from seedx_jax.sharding import Rules, abstract_model
 from seedx_jax.vision.vit import QwenViT, VisionConfig
 
@@ -80,6 +80,8 @@ def _read_json(path: str, name: str, what: str) -> dict:
         raise CheckpointError(f"{path}: checkpoints are read from local or mounted folders; copy it first "
                               f"(e.g. `gcloud storage cp -r {path} .`)")
     file = os.path.join(path, name)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CheckpointError(f"{paths.display(path)} is a file, not a checkpoint directory")
     if not os.path.isdir(path):
         raise CheckpointError(f"checkpoint directory {path} does not exist")
     if not os.path.isfile(file):
@@ -107,7 +109,8 @@ def read_manifest(path: str, kind: str | None = None) -> dict:
         raise CheckpointError(f"{path} holds a seedx_jax {manifest.get('kind')} output, not a model checkpoint "
                               f"({', '.join(KINDS)})")
     if kind is not None and manifest.get("kind") != kind:
-        raise CheckpointError(f"{path} holds a {manifest.get('kind')!r} checkpoint, expected {kind!r}")
+        found = with_article(repr(manifest.get("kind")))
+        raise CheckpointError(f"{path} holds {found} checkpoint, expected {kind!r}")
     return manifest
 
 

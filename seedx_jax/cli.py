@@ -5,18 +5,21 @@ Each command opens a pipeline checkpoint directory, checks every argument agains
 weight loads (numbers and their ranges, prompts, special tokens, images, sizes, the noise file, the
 output files), writes PNGs and a JSON record of what was run into `--out`, and prints progress on
 stderr. Exit codes: 0 done; 2 bad input (one line `seedx-jax <cmd>: error: ...`); 1 the model gave no
-usable result (no image, an image cut off by --max-new-tokens, NaN/Inf values); 130 / 143 Ctrl-C /
-SIGTERM. Outputs appear together when the run succeeds (`seedx_jax.outputs.OutputFiles`); a failed
-run leaves no file and no new folder behind.
+usable result (no image, an image cut off by --max-new-tokens, NaN/Inf values, out of memory: one line
+naming the stage); 130 / 143 Ctrl-C / SIGTERM. Outputs appear together when the run succeeds
+(`seedx_jax.outputs.OutputFiles`); a failed run leaves no file and no new folder behind.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import re
 import sys
 import time
-from typing import Sequence
+from typing import Iterator, Sequence
 
+import jax
 import numpy as np
 from PIL import Image
 
@@ -30,15 +33,19 @@ from seedx_jax.exits import ArgumentParser, describe, error_line, exit_code, int
 from seedx_jax.llama.generate import Sampling
 from seedx_jax.numerics import NonFiniteError
 from seedx_jax.outputs import OutputFiles
-from seedx_jax.progress import Progress
+from seedx_jax.progress import Progress, stage_of
 from seedx_jax.vision.image_io import ImageInputError, load_image, load_images
 
 USER_ERRORS = (PromptError, TokenizerError, CheckpointError, ImageInputError, ValueError, OSError)
 MAX_NEW_TOKENS = {"chat": 512, "generate": 120, "edit": 512}  # the official scripts' settings
+# SDXL was trained at 1024x1024 and aspect buckets of about as many pixels: 4x that per side is far
+# past what it draws well, and XLA aborts the process on sizes whose buffers overflow its shape sizes.
+MAX_SIDE = 4096
 
 
 class NoResult(Exception):
-    """The model ran but gave nothing to write (no image, or one cut off by max_new_tokens)."""
+    """The model ran but gave nothing to write (no image, one cut off by max_new_tokens, or it ran out of
+    memory)."""
 
 
 def _int_at_least(low: int):
@@ -51,6 +58,37 @@ def _int_at_least(low: int):
             raise argparse.ArgumentTypeError(f"{value} must be at least {low}")
         return value
     return parse
+
+
+def _side(text: str) -> int:
+    value = _int_at_least(1)(text)
+    if value > MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"{value} must be at most {MAX_SIDE} (pixels; SDXL draws 1024)")
+    return value
+
+
+def _name(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty name; leave --name out for the default (the command's name)")
+    return text
+
+
+class _Once(argparse.Action):
+    """An input option the command reads one of: a second one would silently replace the first."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest) is not None:
+            parser.error(f"{parser.prog.split()[-1]} takes one {option_string} (given again: {values})")
+        setattr(namespace, self.dest, values)
+
+
+def _refused(reason: str) -> type[argparse.Action]:
+    """An option the command does not read: refused, where argparse would take it for the start of a
+    longer option (generate's `--image` for `--image-guidance-scale`)."""
+    class Refused(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            parser.error(f"{parser.prog.split()[-1]} takes no {option_string}: {reason}")
+    return Refused
 
 
 def _seed(text: str) -> int:
@@ -71,9 +109,11 @@ def _number(text: str) -> float:
 
 
 def _add_common(p: argparse.ArgumentParser, *, decodes: bool, renders: bool) -> None:
-    p.add_argument("--checkpoint", required=True, help="pipeline checkpoint directory (seedx.json, tokenizer/, ...)")
-    p.add_argument("--out", default="outputs", help="output folder, created if missing (default: outputs)")
-    p.add_argument("--name", help="output file prefix (default: the command name)")
+    p.add_argument("--checkpoint", required=True, type=paths.argument, action=_Once,
+                   help="pipeline checkpoint directory (seedx.json, tokenizer/, ...)")
+    p.add_argument("--out", default="outputs", type=paths.argument,
+                   help="output folder, created if missing (default: outputs)")
+    p.add_argument("--name", type=_name, help="output file prefix (default: the command name)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the files of an earlier run with the same --out and --name")
     p.add_argument("--seed", type=_seed, default=None, help="seed for sampling and the initial noise, in [0, 2**32)")
@@ -91,32 +131,43 @@ def _add_common(p: argparse.ArgumentParser, *, decodes: bool, renders: bool) -> 
         p.add_argument("--solver", default="euler", choices=("euler", "ddim", "dpmpp_2m"))
         p.add_argument("--guidance-scale", type=_number, default=7.5)
         p.add_argument("--image-guidance-scale", type=_number, default=1.5, help="editing / stage 2 only")
-        p.add_argument("--height", type=_int_at_least(1), default=1024)
-        p.add_argument("--width", type=_int_at_least(1), default=1024)
-        p.add_argument("--noise", help="initial latent noise: .npy [1, height/f, width/f, 4] (NHWC), f = VAE factor (8 for SDXL)")
+        for side in ("height", "width"):
+            p.add_argument(f"--{side}", type=_side, default=1024,
+                           help=f"image {side} in pixels, a multiple of the VAE factor (8 for SDXL), at most "
+                                f"{MAX_SIDE}: SDXL was trained at 1024 (default 1024)")
+        p.add_argument("--noise", type=paths.argument, action=_Once,
+                       help="initial latent noise: .npy [1, height/f, width/f, 4] (NHWC) of floats, f = VAE factor "
+                            "(8 for SDXL)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="seedx-jax", description="SEED-X in JAX: chat, generate, edit, reconstruct; "
-                                     "convert / export weights (see `seedx-jax convert --help`)")
+                                     "convert / export weights")
     sub = parser.add_subparsers(dest="command", required=True)
     chat = sub.add_parser("chat", help="answer questions about images (any size), optionally with boxes; "
                                        "images the model generates are drawn with a stage-1 de-tokenizer")
     _add_common(chat, decodes=True, renders=True)
-    chat.add_argument("--image", action="append", default=[], help="input image (repeatable)")
+    chat.add_argument("--image", action="append", default=[], type=paths.argument, help="input image (repeatable)")
     chat.add_argument("--prompt", action="append", default=[],
                       help="a user turn (repeat for a multi-turn chat; none: read turns from stdin)")
     chat.add_argument("--grounding", action="store_true", help="ask for boxes; draws them on a copy of the image")
     gen = sub.add_parser("generate", help="text-to-image")
     _add_common(gen, decodes=True, renders=True)
-    gen.add_argument("--prompt", required=True, help="caption")
+    gen.add_argument("--prompt", required=True, action=_Once, help="caption")
+    gen.add_argument("--image", help=argparse.SUPPRESS,
+                     action=_refused("it draws from the caption alone (to change an image: seedx-jax edit)"))
     edit = sub.add_parser("edit", help="instruction editing (SEED-X-Edit, stage-2 de-tokenizer)")
     _add_common(edit, decodes=True, renders=True)
-    edit.add_argument("--image", required=True)
-    edit.add_argument("--prompt", required=True, help="editing instruction")
+    edit.add_argument("--image", required=True, type=paths.argument, action=_Once, help="the image to edit")
+    edit.add_argument("--prompt", required=True, action=_Once, help="editing instruction")
     rec = sub.add_parser("reconstruct", help="image -> ViT features -> de-tokenizer -> image (batch; bad inputs skipped)")
     _add_common(rec, decodes=False, renders=True)
-    rec.add_argument("--image", action="append", required=True, help="input image (repeatable)")
+    rec.add_argument("--image", action="append", required=True, type=paths.argument, help="input image (repeatable)")
+    # listed here for --help and the unknown-command message; main() hands them to seedx_jax.convert.cli
+    sub.add_parser("convert", add_help=False, help="released PyTorch weights -> seedx_jax checkpoints "
+                                                   "(see `seedx-jax convert --help`)")
+    sub.add_parser("export", add_help=False, help="a converted checkpoint -> the released PyTorch files "
+                                                  "(see `seedx-jax export --help`)")
     return parser
 
 
@@ -126,12 +177,25 @@ def _png_writer(pixels: np.ndarray | Image.Image):
 
 
 def _noise(args) -> np.ndarray | None:
-    if not args.noise:
+    if args.noise is None:
         return None
+    shown = f"--noise {args.noise}"
     try:
-        return np.load(paths.resolve(args.noise)).astype(np.float32)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"--noise {args.noise}: cannot read a .npy array ({error_line(e)})") from None
+        with open(args.noise, "rb") as f:
+            head = f.read(6)
+    except OSError as e:
+        raise ValueError(f"{shown}: cannot read it ({e.strerror})") from None
+    if head != b"\x93NUMPY":  # np.load would try anything else as a pickle or an .npz archive
+        found = ("an empty file" if not head else "a zip archive, such as .npz" if head.startswith(b"PK")
+                 else "a pickle" if head.startswith(b"\x80") else "no NumPy header")
+        raise ValueError(f"{shown}: not a .npy array ({found}); save one with numpy.save")
+    try:
+        array = np.load(args.noise, mmap_mode="r", allow_pickle=False)  # mapped: a damaged header may promise any size
+    except (OSError, EOFError, ValueError) as e:
+        raise ValueError(f"{shown}: not a readable .npy array ({error_line(e)})") from None
+    if array.dtype.kind != "f":
+        raise ValueError(f"{shown}: holds {array.dtype} values; the noise must be floating-point (float16/32/64)")
+    return np.array(array, dtype=np.float32)
 
 
 def _turn_record(prompt: str, turn) -> dict:
@@ -168,6 +232,7 @@ class Request:
                     pipe.check_user_text(prompt, "question")
             if args.grounding and not self.images:
                 raise PromptError("--grounding needs an --image: boxes are measured on the input image")
+            self.turns = _chat_turns(args.prompt)
         elif command == "generate":
             pipe.prepare_generate(args.prompt, max_new_tokens=self.max_new_tokens, **size)
         elif command == "edit":
@@ -211,7 +276,40 @@ def _text_writer(text: str):
     return write
 
 
+# what to change when a stage runs out of memory, by the first word of its name (see _run, SeedX)
+MEMORY_HINTS = {"loading": "the weights need a machine with more memory (or a --dtype bfloat16 conversion)",
+                "generating": "try a smaller --max-new-tokens, or a shorter prompt or fewer images",
+                "rendering": "try a smaller --height/--width", "reconstructing": "try a smaller --height/--width"}
+
+
+def out_of_memory(err: BaseException) -> str | None:
+    """XLA's RESOURCE_EXHAUSTED or a host MemoryError as one line: which memory, the stage that ran out
+    of it, how much was asked for, what to change; None for any other error."""
+    if isinstance(err, MemoryError):
+        memory, detail = "host", ""
+    elif isinstance(err, jax.errors.JaxRuntimeError) and str(err).startswith("RESOURCE_EXHAUSTED"):
+        memory = jax.default_backend().upper()
+        detail = error_line(err).removeprefix("RESOURCE_EXHAUSTED:").strip()
+        asked = re.search(r"(\d+) bytes", detail)
+        detail = f" (allocating {int(asked[1]) / 2 ** 30:.2f} GiB)" if asked else f" ({detail})" if detail else ""
+    else:
+        return None
+    stage = stage_of(err)
+    hint = MEMORY_HINTS.get(stage.split()[0] if stage else "", "try a machine with more memory")
+    return f"out of {memory} memory{f' {stage}' if stage else ''}{detail}; {hint}"
+
+
 def _run(request: Request, files: OutputFiles, record: dict, progress: Progress) -> None:
+    try:
+        _run_steps(request, files, record, progress)
+    except (jax.errors.JaxRuntimeError, MemoryError) as err:
+        line = out_of_memory(err)
+        if line is None:
+            raise
+        raise NoResult(line) from None
+
+
+def _run_steps(request: Request, files: OutputFiles, record: dict, progress: Progress) -> None:
     args, pipe = request.args, request.pipe
     with progress.stage(f"loading the weights of {args.checkpoint}"):
         pipe.load_weights()
@@ -219,7 +317,7 @@ def _run(request: Request, files: OutputFiles, record: dict, progress: Progress)
     seed = request.seed
     if args.command == "chat":
         conv = None
-        for number, prompt in enumerate(args.prompt or _stdin_turns()):
+        for number, prompt in enumerate(request.turns):
             try:
                 turn, conv = pipe.chat(prompt, request.images if conv is None else (), conversation=conv,
                                        grounding=args.grounding and conv is None, seed=seed, **decode_kw)
@@ -243,6 +341,8 @@ def _run(request: Request, files: OutputFiles, record: dict, progress: Progress)
             elif len(turn.image_features):
                 for k, pixels in enumerate(pipe.render(turn.image_features, seed=seed, **request.render_kw)):
                     files.write(f"-turn{number}-{k}.png", _png_writer(pixels))
+        if "turns" not in record:
+            raise PromptError("no question could be asked: every line on stdin was refused (see above)")
     elif args.command in ("generate", "edit"):
         if args.command == "generate":
             turn, pixels = pipe.generate_image(args.prompt, seed=seed, **decode_kw, **request.render_kw)
@@ -259,12 +359,29 @@ def _run(request: Request, files: OutputFiles, record: dict, progress: Progress)
             files.write(f"-{index}.png", _png_writer(pixels))
 
 
-def _stdin_turns():
+def _chat_turns(prompts: list[str]) -> Iterator[str]:
+    """The --prompt turns, else stdin's non-blank lines. The first line is read at once, so that a chat
+    without any question is refused before the weights load; the rest as the chat goes (a terminal, or
+    a program that waits for each answer)."""
+    if prompts:
+        return iter(prompts)
+    lines = _stdin_turns()
+    first = next(lines, None)
+    if first is None:
+        raise PromptError("no question: give --prompt, or one question per line on stdin (it held none)")
+    return itertools.chain([first], lines)
+
+
+def _stdin_turns() -> Iterator[str]:
+    if sys.stdin is None:  # started with stdin closed
+        return
     while True:
         try:
             line = input("you> " if sys.stdin.isatty() else "")
         except EOFError:
             return
+        except UnicodeDecodeError as e:
+            raise ValueError(f"stdin: not UTF-8 text ({e.reason})") from None
         if line.strip():
             yield line
 
@@ -285,13 +402,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         with interrupts_as_exceptions():
-            images = getattr(args, "image", None) or []
-            inputs = [args.checkpoint, *([images] if isinstance(images, str) else images)]
-            files = OutputFiles(args.out, args.name or args.command, inputs=inputs, overwrite=args.overwrite)
             from seedx_jax.pipelines import SeedX  # after the argument checks: imports JAX models
 
             pipe = SeedX.open(args.checkpoint, template=getattr(args, "template", None), progress=progress)
-            request = Request(args, pipe)
+            request = Request(args, pipe)  # first: an input that is not what it should be is the problem to name
+            images = getattr(args, "image", None) or []
+            inputs = [args.checkpoint, *([images] if isinstance(images, str) else images)]
+            files = OutputFiles(args.out, args.name or args.command, inputs=inputs, overwrite=args.overwrite)
             record = {"command": args.command, "argv": argv, "checkpoint": paths.resolve(args.checkpoint),
                       **request.record(), "seedx_jax_version": seedx_jax.__version__}
             _run(request, files, record, progress)

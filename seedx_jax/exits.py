@@ -4,15 +4,23 @@
   input and the problem (`error_line`), exit 2.
 * Ctrl-C (SIGINT) and SIGTERM become exceptions (`interrupts_as_exceptions`), so every `except` /
   `finally` on the way up removes what the run had half written; exit 128 + the signal number (130,
-  143), as shells report it.
+  143), as shells report it. An interrupt that Python swallowed (see `raise_if_interrupted`) is raised
+  again at the next stage boundary and before any output appears.
+* `seedx-jax` starts through `command_line`, which imports the commands (JAX, Flax: a second or two)
+  with Ctrl-C already reported as one line.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import signal
+import sys
 import threading
 from typing import Iterator
+
+# Signals received inside `interrupts_as_exceptions`, whether or not their exception reached the run
+_received: list[int] = []
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -29,21 +37,51 @@ class Terminated(KeyboardInterrupt):
     by a signal handler there is logged and swallowed, and the conversion would go on."""
 
 
+def _interrupt(signum: int) -> KeyboardInterrupt:
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
 @contextlib.contextmanager
 def interrupts_as_exceptions() -> Iterator[None]:
-    """SIGTERM raises `Terminated` inside the block (SIGINT already raises `KeyboardInterrupt`)."""
+    """Inside the block SIGINT raises `KeyboardInterrupt` and SIGTERM `Terminated`, and both are recorded
+    for `raise_if_interrupted`."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handle(signum, frame):
-        raise Terminated()
+        _received.append(signum)
+        raise _interrupt(signum)
 
-    previous = signal.signal(signal.SIGTERM, handle)
+    def unraisable(info):
+        if not isinstance(info.exc_value, KeyboardInterrupt):  # ours are raised again by raise_if_interrupted
+            hook(info)
+
+    _received.clear()
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        _received.clear()
+        sys.unraisablehook = hook
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def raise_if_interrupted() -> None:
+    """Raise the interrupt received in `interrupts_as_exceptions` that did not stop the run.
+
+    Python cannot raise an exception out of a garbage-collector callback or a finaliser: one raised there
+    by the signal handler (JAX frees device buffers from such callbacks, often while weights load) is
+    dropped and the run goes on. Progress stages and the output writers call this, so such a run stops
+    at its next stage and never writes its outputs.
+
+    Raises:
+      KeyboardInterrupt / Terminated: a signal arrived.
+    """
+    if _received:
+        raise _interrupt(_received[0])
 
 
 @contextlib.contextmanager
@@ -84,3 +122,17 @@ def error_line(err: BaseException) -> str:
         return f"{where}: {err.strerror}" if where else err.strerror
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def command_line(module: str = "seedx_jax.cli", prog: str = "seedx-jax") -> int:
+    """The `seedx-jax` console script (and `python -m seedx_jax[.convert]`): imports `module`, then runs
+    its `main()`; Ctrl-C or SIGTERM during the imports (JAX, Flax: a second or two) is one line and
+    exit 130 / 143, as later on."""
+    try:
+        with interrupts_as_exceptions():
+            main = importlib.import_module(module).main
+            raise_if_interrupted()
+    except KeyboardInterrupt as err:
+        print(f"\n{prog}: {describe(err)}", file=sys.stderr)
+        return exit_code(err)
+    return main()

@@ -30,6 +30,7 @@ import sys
 from typing import Iterable, Iterator
 
 from seedx_jax import paths
+from seedx_jax.exits import raise_if_interrupted
 
 FORMAT = "seedx_jax/1"
 MANIFEST = "manifest.json"  # model checkpoints, tokenizers, exports, demo reports, training runs
@@ -112,11 +113,18 @@ def check_target(path: str, kind: str, *, inputs: Iterable[str] = (), overwrite:
             raise OutputError(f"{shown} is a folder that holds other files ({_some(target)}); seedx_jax never "
                               "replaces what it did not write: choose a new or empty folder")
         if found != kind:
-            raise OutputError(f"{shown} holds a {found} output, not a {kind}; choose another folder")
+            raise OutputError(f"{shown} holds {with_article(found)} output, not {with_article(kind)}; choose "
+                              "another folder")
         if not overwrite:
-            raise OutputError(f"{shown} already holds a {kind} output; pass --overwrite (overwrite=True) to "
-                              "replace it")
+            flag = "--overwrite" if name.startswith("--") else "overwrite=True"  # a command's option or an API's
+            raise OutputError(f"{shown} already holds {with_article(kind)} output; pass {flag} to replace it")
     return target
+
+
+def with_article(kind: str) -> str:
+    """`kind` after "a" or "an", for messages naming the kinds of outputs and checkpoints."""
+    vowel = kind.strip("'")[:1].lower() in tuple("aeiou")  # a kind may be shown quoted, as its repr()
+    return f"{'an' if vowel else 'a'} {kind}"
 
 
 def _some(folder: str, n: int = 3) -> str:
@@ -245,6 +253,7 @@ def atomic_output(path: str, kind: str, *, inputs: Iterable[str] = (), overwrite
                           f"({err.strerror})") from None
     try:
         yield tmp
+        raise_if_interrupted()
         _move_into_place(tmp, target)
     except BaseException:
         _remove_partial(tmp)
@@ -340,6 +349,7 @@ class OutputFiles:
         return final
 
     def commit(self) -> list[str]:
+        raise_if_interrupted()
         for old in self.previous:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(old)

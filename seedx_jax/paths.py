@@ -3,16 +3,33 @@ symlinks, or a bucket URL (`gs://bucket/dir`).
 
 Every path the package accepts goes through `resolve` first. Orbax needs absolute paths, and the
 output policy (`seedx_jax.outputs`) compares paths after `real`, so a symlink or a `..` cannot hide
-that an output folder is, contains or lies inside an input.
+that an output folder is, contains or lies inside an input. Every path argument of the command-line
+tools is parsed by `argument`: shells leave `'~/x'` and `--opt=~/x` unexpanded.
 """
 from __future__ import annotations
 
+import argparse
 import os
 
 
 def is_url(path: str | os.PathLike) -> bool:
     """A bucket or other URL (`gs://...`): handed to Orbax / etils.epath as given."""
     return "://" in os.fspath(path)
+
+
+def expand(path: str | os.PathLike) -> str:
+    """`path` with a leading `~` expanded (URLs unchanged); a relative path stays relative, so that
+    messages show it as the user typed it."""
+    text = os.fspath(path)
+    return text if is_url(text) else os.path.expanduser(text)
+
+
+def argument(text: str) -> str:
+    """argparse `type=` of every path option and argument: `expand`, a blank path refused (an unset
+    shell variable, most likely), naming the option."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path")
+    return expand(text)
 
 
 def resolve(path: str | os.PathLike) -> str:
@@ -27,7 +44,7 @@ def resolve(path: str | os.PathLike) -> str:
         raise ValueError("an empty path was given")
     if is_url(text):
         return text.rstrip("/") if not text.endswith("://") else text
-    return os.path.abspath(os.path.expanduser(text))
+    return os.path.abspath(expand(text))
 
 
 def real(path: str | os.PathLike) -> str:

@@ -23,6 +23,7 @@ import os
 import re
 import struct
 import threading
+import warnings
 import zipfile
 import zlib
 from typing import Iterable, Mapping, Protocol
@@ -150,12 +151,23 @@ class TorchFile:
         self.path = path
         # The zip format can be mapped; the legacy (pre-1.6) one is read whole.
         self.mapped = zipfile.is_zipfile(path)
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if not self.mapped and not head.startswith((b"PK", b"\x80")):  # a torch zip (maybe damaged), a pickle
+            raise SourceError(f"{path}: not a PyTorch checkpoint (neither a torch zip file nor a torch pickle)")
         try:
-            state = torch.load(path, map_location="cpu", mmap=self.mapped, weights_only=True)
+            with warnings.catch_warnings():  # on a foreign pickle: advice for torch's developers, on stderr
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")
+                state = torch.load(path, map_location="cpu", mmap=self.mapped, weights_only=True)
         except Exception as e:  # pickle / zip / IO errors of damaged or foreign files
-            first = str(e).splitlines()[0][:160] if str(e) else ""
+            text = str(e)
+            if "WeightsUnpickler error:" in text:  # PyTorch's advice on weights_only=False: not for a converter
+                detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
+                raise SourceError(f"{path}: not a PyTorch state dict of tensors: the safe loader refused "
+                                  f"it ({_first_sentence(detail)})") from None
+            detail = _first_sentence(text.splitlines()[0]) if text.strip() else ""
             raise SourceError(f"{path}: cannot read the torch checkpoint, damaged or truncated? "
-                              f"({type(e).__name__}: {first})") from None
+                              f"({type(e).__name__}{': ' + detail if detail else ''})") from None
         for wrapper in ("state_dict", "module"):
             if isinstance(state, dict) and set(state) == {wrapper}:
                 state = state[wrapper]
@@ -195,6 +207,10 @@ class TorchFile:
 
     def files(self) -> list[str]:
         return [self.path]
+
+
+def _first_sentence(text: str) -> str:
+    return re.split(r"(?<=\.)\s", text.strip(), maxsplit=1)[0]
 
 
 WEIGHT_FILES = ("model.safetensors", "diffusion_pytorch_model.safetensors", "pytorch_model.bin",

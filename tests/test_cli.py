@@ -142,7 +142,7 @@ def test_reconstruct_batch_skips_bad_images(ckpts, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["chat", "--checkpoint", "{missing}", "--prompt", "hi"], "does not exist"),
-    (["chat", "--checkpoint", "{photo}", "--prompt", "hi"], "does not exist"),
+    (["chat", "--checkpoint", "{photo}", "--prompt", "hi"], "photo.png is a file, not a checkpoint directory"),
     (["chat", "--checkpoint", "{stage1}", "--prompt", "what is <img>?"], "images are passed as images"),
     (["chat", "--checkpoint", "{stage1}", "--prompt", "where is <loc-300>?"], "not a SEED-X token"),
     (["chat", "--checkpoint", "{stage1}", "--prompt", "   "], "question is empty"),

@@ -1,11 +1,18 @@
 """`seedx-jax chat | generate | edit | reconstruct` refuse bad input before any weight loads, with one
-line and exit 2; follow the output policy for `--out` files (never replace what an earlier run of ours
-did not write, keep inputs, leave no empty folder, respect the umask); report an answer cut off by
---max-new-tokens and non-finite values with exit 1 instead of writing a picture."""
+line naming the input and the problem and exit 2 (sizes, noise files, inputs given twice, a chat without
+a question; `convert` says what a wrong source is); follow the output policy for `--out` files (never
+replace what an earlier run of ours did not write, keep inputs, leave no empty folder, respect the
+umask); report an answer cut off by --max-new-tokens, non-finite values and running out of memory with
+one line and exit 1 instead of writing a picture; progress in a log file is whole lines."""
+import io
 import json
 import os
+import pickle
 import stat
+import sys
+import types
 
+import jax
 import numpy as np
 import pytest
 from flax import nnx
@@ -16,9 +23,11 @@ from seedx_jax.agent.config import TINY_VISION, AgentConfig
 from seedx_jax.agent.model import SeedXAgent
 from seedx_jax.agent.tokenizer import SeedXTokenizer
 from seedx_jax.checkpoint import save_pipeline
-from seedx_jax.cli import main
+from seedx_jax.cli import main, out_of_memory
 from seedx_jax.detokenizer.model import Detokenizer, DetokenizerConfig
-from seedx_jax.pipelines import SeedX
+from seedx_jax.outputs import OutputError, check_target, write_marker
+from seedx_jax.pipelines import SeedX, Turn
+from seedx_jax.progress import Progress
 from seedx_jax.vision.vit import QwenViT
 from seedx_fixtures import script_agent, train_sp_model
 from test_cli import FAST, ckpts  # noqa: F401 (the scripted tiny pipelines)
@@ -53,12 +62,26 @@ def no_weights(monkeypatch):
     (["chat", "--prompt", "where?", "--grounding"], "grounding needs an image"),
     (["edit", "--image", "{photo}", "--prompt", "x"], "editing needs a stage-2 de-tokenizer"),
     (["reconstruct", "--image", "{photo}", "--noise", "{nan_noise}"], "the noise array holds 1 NaN"),
+    # sizes past SDXL's use would abort XLA (1048576) or exhaust any memory
+    (["generate", "--prompt", "x", "--height", "1048576", "--width", "1048576"],
+     "--height: 1048576 must be at most 4096"),
+    (["reconstruct", "--image", "{photo}", "--width", "4104"], "--width: 4104 must be at most 4096"),
+    # an input the command reads one of (or none of) is never dropped silently
+    (["edit", "--image", "{photo}", "--image", "{photo}", "--prompt", "x"], "edit takes one --image (given again"),
+    (["generate", "--prompt", "x", "--prompt", "y"], "generate takes one --prompt (given again: y)"),
+    (["generate", "--prompt", "x", "--image", "{photo}"], "generate takes no --image: it draws from the caption"),
+    (["chat", "--prompt", "hi", "--checkpoint", "{photo}"], "chat takes one --checkpoint"),
+    (["generate", "--prompt", "x", "--name", ""], "--name: an empty name; leave --name out"),
+    (["generate", "--prompt", "x", "--name", "  "], "--name: an empty name; leave --name out"),
+    (["chat", "--prompt", "hi", "--image", "{folder}"], "folder: a directory, not an image file"),
 ])
 def test_bad_input_is_refused_before_the_weights_load(ckpts, tmp_path, capsys, no_weights, argv, message):  # noqa: F811
     noise = np.zeros((1, 16, 16, 4), np.float32)
     noise[0, 3, 3, 1] = np.nan
     np.save(tmp_path / "nan.npy", noise)
-    argv = [a.format(photo=ckpts / "photo.png", nan_noise=tmp_path / "nan.npy") for a in argv]
+    (tmp_path / "folder").mkdir()
+    argv = [a.format(photo=ckpts / "photo.png", nan_noise=tmp_path / "nan.npy", folder=tmp_path / "folder")
+            for a in argv]
     rc = main([argv[0], "--checkpoint", str(ckpts / "stage1"), "--out", str(tmp_path / "out"), *FAST, *argv[1:]])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and message in err[0], err
@@ -145,3 +168,165 @@ def test_non_finite_images_are_reported_not_written(ckpts, tmp_path, capsys, mon
     err = capsys.readouterr().err.strip().splitlines()
     assert "the de-tokenizer's output image holds 3072 NaN" in err[-1] and err[-1].endswith("nothing written"), err
     assert not (tmp_path / "o").exists()
+
+
+def _npy(array: np.ndarray, **kw) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, **kw)
+    return buffer.getvalue()
+
+
+NOISE_FILES = {  # name: (content, the problem said)
+    "empty.npy": (b"", "not a .npy array (an empty file)"),
+    "garbage.npy": (b"not numpy at all", "not a .npy array (no NumPy header)"),
+    "pickled.npy": (pickle.dumps(np.zeros((1, 16, 16, 4), np.float32)), "not a .npy array (a pickle)"),
+    "arrays.npz": (None, "not a .npy array (a zip archive, such as .npz)"),
+    "ints.npy": (_npy(np.zeros((1, 16, 16, 4), np.int64)), "holds int64 values; the noise must be floating-point"),
+    "strings.npy": (_npy(np.array(["1.5"])), "holds <U3 values; the noise must be floating-point"),
+    "objects.npy": (_npy(np.array([{}], dtype=object), allow_pickle=True), "not a readable .npy array"),
+    "truncated.npy": (_npy(np.zeros((1, 16, 16, 4), np.float32))[:-10], "not a readable .npy array"),
+    "folder": (None, "cannot read it (Is a directory)"),
+    "/dev/null": (None, "not a .npy array (an empty file)"),
+}
+
+
+@pytest.mark.parametrize("name", list(NOISE_FILES))
+def test_a_noise_file_that_is_not_a_float_npy_array_is_refused(ckpts, tmp_path, capsys, no_weights, name):  # noqa: F811
+    content, problem = NOISE_FILES[name]
+    path = tmp_path / name
+    if name == "arrays.npz":
+        np.savez(path, noise=np.zeros((1, 16, 16, 4), np.float32))
+    elif name == "folder":
+        path.mkdir()
+    elif content is not None:
+        path.write_bytes(content)
+    path = name if name.startswith("/") else str(path)
+    rc = main(["generate", "--checkpoint", str(ckpts / "stage1"), "--prompt", "x", "--noise", path,
+               "--out", str(tmp_path / "out"), *FAST])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith(f"seedx-jax generate: error: --noise {path}: {problem}"), err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("stdin", ["", "\n  \n"])
+def test_a_chat_without_any_question_is_refused(ckpts, tmp_path, capsys, monkeypatch, no_weights, stdin):  # noqa: F811
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    rc = main(["chat", "--checkpoint", str(ckpts / "stage1"), "--image", str(ckpts / "photo.png"),
+               "--out", str(tmp_path / "out"), "--quiet"])
+    assert rc == 2 and capsys.readouterr().err.strip() == (
+        "seedx-jax chat: error: no question: give --prompt, or one question per line on stdin (it held none)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_image_that_is_a_folder_is_the_problem_named(ckpts, tmp_path, capsys, monkeypatch, no_weights):  # noqa: F811
+    """`--image .` with the default --out outputs: the image is the mistake, not where outputs go."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["chat", "--checkpoint", str(ckpts / "stage1"), "--image", ".", "--prompt", "hi", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == "seedx-jax chat: error: .: a directory, not an image file"
+    assert os.listdir(tmp_path) == []
+
+
+def test_convert_says_what_a_source_of_the_wrong_kind_is(ckpts, tmp_path, capsys):  # noqa: F811
+    photo = ckpts / "photo.png"
+    (tmp_path / "object.pkl").write_bytes(pickle.dumps(types.SimpleNamespace(weights=[1.0]), protocol=4))
+    for argv, line in [
+        (["release", photo], f"seedx-jax convert release: error: {photo} is a file, not a release directory"),
+        (["vit", photo], f"seedx-jax convert vit: error: {photo}: not a PyTorch checkpoint (neither a torch zip file "
+                         "nor a torch pickle)"),
+        (["vit", tmp_path / "object.pkl"], f"seedx-jax convert vit: error: {tmp_path / 'object.pkl'}: not a PyTorch "
+                                           "state dict of tensors: the safe loader refused it ("),
+    ]:
+        assert main(["convert", *map(str, argv), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(line) and err[0].endswith(")"), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_refusal_names_the_option_of_its_interface(ckpts, tmp_path, capsys):  # noqa: F811
+    for kind in ("vit", "agent", "export"):
+        (tmp_path / kind).mkdir()
+        write_marker(str(tmp_path / kind), kind)
+    photo = str(ckpts / "photo.png")
+    assert main(["convert", "vit", photo, "--out", str(tmp_path / "vit"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().endswith("vit already holds a vit output; pass --overwrite to replace it")
+    assert main(["convert", "vit", photo, "--out", str(tmp_path / "agent"), "--quiet"]) == 2
+    assert "agent holds an agent output, not a vit; choose another folder" in capsys.readouterr().err
+    with pytest.raises(OutputError, match="holds an export output, not an agent"):
+        check_target(str(tmp_path / "export"), "agent")
+    with pytest.raises(OutputError, match=r"already holds a vit output; pass overwrite=True to replace it"):
+        check_target(str(tmp_path / "vit"), "vit", name="save_model path")
+
+
+def test_help_and_an_unknown_command_list_every_command(capsys):
+    assert main(["--help"]) == 0
+    assert "{chat,generate,edit,reconstruct,convert,export}" in capsys.readouterr().out
+    assert main(["bogus"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'reconstruct', 'convert', 'export')" in err[0], err
+
+
+def _out_of_memory(*args, **kwargs):
+    raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 4294967296 bytes.")
+
+
+def test_running_out_of_memory_while_drawing_is_one_line(ckpts, tmp_path, capsys, monkeypatch):  # noqa: F811
+    """Stand-ins for the models (no weights load): chat answers with an image, and the de-tokenizer runs
+    out of memory inside SeedX's own rendering stage. The answer printed stays printed."""
+    def stand_ins(self, **kw):
+        self.agent, self._negative = object(), np.zeros((1, 64, 16), np.float32)
+        self.detokenizer = types.SimpleNamespace(generate=_out_of_memory)
+        return self
+
+    answer = Turn("a cat", "a cat <img></img>", [], np.zeros((1, 64, 16), np.float32), [1])
+    monkeypatch.setattr(SeedX, "load_weights", stand_ins)
+    monkeypatch.setattr(SeedX, "chat", lambda self, *a, **kw: (answer, None))
+    rc = main(["chat", "--checkpoint", str(ckpts / "stage1"), "--prompt", "draw a cat", "--out", str(tmp_path / "o"),
+               *FAST])
+    out, err = capsys.readouterr()
+    assert rc == 1 and out == "a cat\n"
+    assert err.strip().splitlines() == [
+        f"seedx-jax chat: out of {jax.default_backend().upper()} memory rendering 1 image(s) at 32x32, 2 steps "
+        "(allocating 4.00 GiB); try a smaller --height/--width; nothing written"]
+    assert not (tmp_path / "o").exists()
+
+
+def test_weights_larger_than_memory_are_one_line(ckpts, tmp_path, capsys, monkeypatch):  # noqa: F811
+    def too_large(self, **kw):
+        raise MemoryError()
+
+    monkeypatch.setattr(SeedX, "load_weights", too_large)
+    checkpoint = str(ckpts / "stage1")
+    assert main(["generate", "--checkpoint", checkpoint, "--prompt", "x", "--out", str(tmp_path / "o"), *FAST]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"seedx-jax generate: out of host memory loading the weights of {checkpoint}; the weights need a machine "
+        "with more memory (or a --dtype bfloat16 conversion); nothing written"]
+    # only memory: any other runtime error is not for this line
+    assert out_of_memory(jax.errors.JaxRuntimeError("INTERNAL: a bug")) is None
+    assert out_of_memory(RuntimeError("RESOURCE_EXHAUSTED: not from XLA")) is None
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_counters_in_a_log_are_a_few_whole_lines():
+    """A log gets about one line per tenth of a count and its last step, no `\\r`; a terminal's counter
+    rewrites its line."""
+    for stream in (io.StringIO(), _Terminal()):
+        progress = Progress(stream)
+        with progress.stage("converting"):
+            for i in range(1, 652):
+                progress.step(i, 651, "units")
+        with progress.stage("generating"):
+            for i in range(0, 100, 16):  # reported every 16 tokens, ended early by </s>
+                progress.step(i, 512, "tokens")
+        text = stream.getvalue()
+        if isinstance(stream, _Terminal):
+            assert "\r  units: 2/651\r  units: 3/651" in text
+            continue
+        lines = text.splitlines()
+        units = [line for line in lines if "units" in line]
+        assert "\r" not in text and len(units) <= 11 and units[-1] == "  units: 651/651", lines
+        assert [line for line in lines if "tokens" in line][-1] == "  tokens: 96/512"
+        assert lines[-1].startswith("generating: done in")

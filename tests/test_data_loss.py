@@ -173,6 +173,51 @@ def test_signals_remove_the_partial_output_with_one_line(user, sig, code, said):
     assert sorted(os.listdir(".")) == ["notes.txt", "release", "vit.json"]
 
 
+class _RaisesSigintWhenFreed:
+    """As a JAX buffer freed by a garbage-collector callback while Ctrl-C arrives: the handler's
+    KeyboardInterrupt is raised inside a finaliser, where Python drops it and goes on."""
+
+    def __del__(self):
+        signal.raise_signal(signal.SIGINT)
+
+
+def test_an_interrupt_python_swallowed_still_stops_the_run_before_it_writes(tmp_path, capsys):
+    from seedx_jax.exits import interrupts_as_exceptions
+    from seedx_jax.outputs import OutputFiles
+    from seedx_jax.progress import Progress
+
+    with interrupts_as_exceptions():
+        files = OutputFiles(str(tmp_path / "out"), "generate")
+        files.write(".json", lambda path: open(path, "w").write("{}"))
+        _RaisesSigintWhenFreed()  # freed at once: the interrupt is dropped and the block goes on
+        with pytest.raises(KeyboardInterrupt):
+            files.commit()
+        with pytest.raises(KeyboardInterrupt):
+            with Progress().stage("rendering"):
+                pass
+        files.abort()
+    assert "Exception ignored" not in capsys.readouterr().err  # no traceback-like noise either
+    assert not os.path.exists(tmp_path / "out")
+
+
+@pytest.mark.parametrize("swallowed", [False, True])
+def test_ctrl_c_while_the_command_imports_is_one_line(monkeypatch, capsys, swallowed):
+    import importlib
+    import types
+
+    from seedx_jax.exits import command_line
+
+    def interrupted(name):
+        if swallowed:  # during an import, inside a garbage-collector callback
+            _RaisesSigintWhenFreed()
+            return types.SimpleNamespace(main=lambda: 0)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib, "import_module", interrupted)
+    assert command_line() == 130
+    assert capsys.readouterr().err.strip() == "seedx-jax: interrupted (Ctrl-C)"
+
+
 def test_kill_9_leftovers_are_removed_by_the_next_run(user, capsys):
     proc = _convert_process("vit")
     _wait_for_partial(proc)

@@ -20,6 +20,7 @@ from seedx_jax.diffusion.vae import VAEConfig
 from seedx_jax.llama import LlamaConfig
 from seedx_jax.llama.params import LLAMA_HF_RULES, is_lora
 from seedx_jax.lora import LoraConfig
+from seedx_jax.outputs import with_article
 from seedx_jax.paths import resolve
 from seedx_jax.sources import MergedLora, Renamed, TensorSource, open_tensors
 from seedx_jax.vision.params import QWEN_VL_CHAT_PREFIX, vit_rules
@@ -74,9 +75,11 @@ _COMMANDS = {"vit": "vit", "qwen_vl_chat": "vit", "llama": "llama", "agent": "ag
 
 def expect(source: TensorSource, wanted: tuple[str, ...], what: str, name: str) -> str:
     found = detect(source.keys())
+    if found == "unknown":
+        raise ArtefactError(f"{name} is not {what}: its tensor names match no checkpoint layout this converter knows")
     if found not in wanted:
         hint = f" (convert it with `seedx-jax convert {_COMMANDS[found]}`)" if found in _COMMANDS else ""
-        raise ArtefactError(f"{name} holds a {found} checkpoint, not {what}{hint}")
+        raise ArtefactError(f"{name} holds {with_article(found)} checkpoint, not {what}{hint}")
     return found
 
 
@@ -401,6 +404,8 @@ def _first_file(folder: str, names: tuple[str, ...]) -> str | None:
 
 def find_release(root: str) -> Release:
     """Recognise the SEED-X release layout under `root` (docs/release_tree.md)."""
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise ArtefactError(f"{root} is a file, not a release directory (docs/release_tree.md)")
     if not os.path.isdir(root):
         raise ArtefactError(f"{root}: no such directory")
     vit = _first_file(os.path.join(root, "QwenViT"), ("qwen_vit_G.pt",))

@@ -18,6 +18,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from seedx_jax import paths
 from seedx_jax.agent.tokenizer import TokenizerError
 from seedx_jax.checkpoint import CheckpointError
 from seedx_jax.convert.artefacts import (ArtefactError, agent_artefact, detokenizer_artefact, llama_artefact,
@@ -45,7 +46,7 @@ def _config_arg(text: str) -> tuple[str, str]:
     kind, sep, spec = text.partition("=")
     if not sep or kind not in ("vit", "agent", "detokenizer"):
         raise argparse.ArgumentTypeError(f"--config {text!r}: expected vit=SPEC, agent=SPEC or detokenizer=SPEC")
-    return kind, spec
+    return kind, paths.expand(spec)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help: str, *, model: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
-        p.add_argument("--out", required=True, help="output directory: new, empty, or an earlier output of this "
-                       "command with --overwrite; appears when complete")
+        p.add_argument("--out", required=True, type=paths.argument, help="output directory: new, empty, or an "
+                       "earlier output of this command with --overwrite; appears when complete")
         p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
         p.add_argument("--quiet", action="store_true", help="no progress on stderr")
         if model:
@@ -73,34 +74,36 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = command("vit", "the Qwen-VL ViT file (qwen_vit_G.pt) or a Qwen-VL-Chat checkpoint")
-    p.add_argument("source", help="file or folder")
-    p.add_argument("--config", help="VisionConfig preset or JSON file of fields (default: sizes from the tensor "
-                   "shapes, the rest qwen_vit_g_448)")
+    p.add_argument("source", type=paths.argument, help="file or folder")
+    p.add_argument("--config", type=paths.argument, help="VisionConfig preset or JSON file of fields (default: "
+                   "sizes from the tensor shapes, the rest qwen_vit_g_448)")
     p = command("llama", "a Hugging Face Llama folder (config.json + safetensors or bin, sharded or not)")
-    p.add_argument("source")
+    p.add_argument("source", type=paths.argument)
     _lora_args(p)
     p = command("agent", "a SEED-X agent file (release or zero-to-fp32 peft form) over its llm/ folder")
-    p.add_argument("source", help="agent/pytorch_model.bin")
-    p.add_argument("--llm", help="the llm/ folder beside it (omit when the file holds every llm.* key)")
-    p.add_argument("--config", help="AgentConfig preset or JSON file of fields (default: resampler sizes from the "
-                   "tensor shapes, the rest seed_x; llm from --llm's config.json)")
+    p.add_argument("source", type=paths.argument, help="agent/pytorch_model.bin")
+    p.add_argument("--llm", type=paths.argument,
+                   help="the llm/ folder beside it (omit when the file holds every llm.* key)")
+    p.add_argument("--config", type=paths.argument, help="AgentConfig preset or JSON file of fields (default: "
+                   "resampler sizes from the tensor shapes, the rest seed_x; llm from --llm's config.json)")
     _lora_args(p)
     p = command("detokenizer", "a de-tokenizer stage file over a diffusers SDXL folder")
-    p.add_argument("source", help="seed_detokenizer/{first,second}_stage/pytorch_model.bin")
-    p.add_argument("--sdxl", help="stable-diffusion-xl-base-1.0 folder (unet/, vae/)")
-    p.add_argument("--config", help="DetokenizerConfig preset or JSON file of fields (default: U-Net and VAE from "
-                   "--sdxl's diffusers configs, resampler sizes from the tensor shapes, the rest stage1; the stage "
-                   "follows the checkpoint's conv_in)")
+    p.add_argument("source", type=paths.argument, help="seed_detokenizer/{first,second}_stage/pytorch_model.bin")
+    p.add_argument("--sdxl", type=paths.argument, help="stable-diffusion-xl-base-1.0 folder (unet/, vae/)")
+    p.add_argument("--config", type=paths.argument, help="DetokenizerConfig preset or JSON file of fields "
+                   "(default: U-Net and VAE from --sdxl's diffusers configs, resampler sizes from the tensor "
+                   "shapes, the rest stage1; the stage follows the checkpoint's conv_in)")
     p = command("tokenizer", "the SEED-X tokenizer folder (tokenizer.model + added tokens)", model=False)
-    p.add_argument("source")
+    p.add_argument("source", type=paths.argument)
     p = command("release", "a whole SEED-X release tree: every model found, one pipeline directory each")
-    p.add_argument("source")
+    p.add_argument("source", type=paths.argument)
     p.add_argument("--config", type=_config_arg, action="append", default=[],
                    help="KIND=SPEC per component, e.g. agent=tiny (repeatable)")
     _lora_args(p)
     p = sub.add_parser("export", help="a seedx_jax checkpoint back to the released PyTorch files (+ PEFT adapter)")
-    p.add_argument("source", help="model checkpoint directory (vit, llama, agent or detokenizer)")
-    p.add_argument("--out", required=True, help="output directory (new, empty, or an earlier export with --overwrite)")
+    p.add_argument("source", type=paths.argument, help="model checkpoint directory (vit, llama, agent or detokenizer)")
+    p.add_argument("--out", required=True, type=paths.argument,
+                   help="output directory (new, empty, or an earlier export with --overwrite)")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--merge-lora", action="store_true", help="fold LoRA into the weights (default: adapter/ folder)")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),

@@ -18,6 +18,7 @@ import time
 from seedx_jax.data.formats import FORMATS, RawRecord, encode_record, open_source
 from seedx_jax.exits import ArgumentParser, describe, error_line, exit_code, interrupts_as_exceptions
 from seedx_jax.outputs import atomic_output, check_target, write_marker
+from seedx_jax.progress import Progress
 from seedx_jax.vision.image_io import ImageInputError, load_image
 
 
@@ -53,7 +54,9 @@ def prepare(fmt: str, paths: list[str], out: str, *, image_dir: str = "", record
     reader = open_source(fmt, paths, image_dir)
     total, written, skipped, shard_paths = len(reader), 0, [], []
     start = time.perf_counter()
-    with atomic_output(out, KIND, inputs=_inputs(paths, image_dir), overwrite=overwrite) as tmp:
+    progress = Progress(stream)
+    with atomic_output(out, KIND, inputs=_inputs(paths, image_dir), overwrite=overwrite) as tmp, \
+            progress.stage(f"preparing {total} records"):
         writer = None
         for i in range(total):
             try:
@@ -61,7 +64,7 @@ def prepare(fmt: str, paths: list[str], out: str, *, image_dir: str = "", record
             except ValueError as err:
                 location = reader[i].location
                 skipped.append(f"{location}: {err}")
-                print(f"\nskipped {location}: {err}", file=stream)
+                progress.note(f"skipped {location}: {err}")
                 continue
             if writer is None or written % records_per_shard == 0:
                 if writer is not None:
@@ -73,9 +76,7 @@ def prepare(fmt: str, paths: list[str], out: str, *, image_dir: str = "", record
             done = i + 1
             if done == total or done % 100 == 0:
                 rate = done / max(time.perf_counter() - start, 1e-9)
-                bar = "=" * int(30 * done / total)
-                stream.write(f"\r[{bar:<30}] {done}/{total} records  {rate:.0f}/s  skipped {len(skipped)}")
-                stream.flush()
+                progress.step(done, total, f"records ({rate:.0f}/s, {len(skipped)} skipped)")
         if writer is not None:
             writer.close()
         summary = {"format": fmt, "records": written, "skipped": len(skipped), "skipped_items": skipped,
@@ -83,7 +84,6 @@ def prepare(fmt: str, paths: list[str], out: str, *, image_dir: str = "", record
         with open(os.path.join(tmp, "prepare.json"), "w") as f:
             json.dump(summary, f, indent=1)
         write_marker(tmp, KIND, format_read=fmt)
-    stream.write("\n")
     return summary
 
 

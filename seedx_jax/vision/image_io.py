@@ -62,6 +62,8 @@ def load_image(src: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
         if isinstance(src, Image.Image):
             image = src
         else:
+            if isinstance(src, (str, os.PathLike)) and os.path.isdir(src):
+                raise ImageInputError(f"{name}: a directory, not an image file")
             if isinstance(src, (str, os.PathLike)) and not os.path.isfile(src):
                 raise ImageInputError(f"{name}: no such file")
             image = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
