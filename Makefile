@@ -17,8 +17,11 @@ $(STAMP): requirements/lock.txt setup.py
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
+# The suite is compile-bound and XLA compiles a program on one core: one pytest worker per core
+# (`TEST_WORKERS=1` for one process), each test file in one worker (its module fixtures built once).
+TEST_WORKERS ?= 2
 test: venv
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile
 
 # Marker suites; pytest's exit code 5 (no test carries the marker) is not a failure.
 test-slow: venv

@@ -1,12 +1,16 @@
 """Several JAX processes on loopback for the multi-process tests: a free port and a watchdog run."""
 import os
+import re
 import socket
 import subprocess
 
 
 def cpu_env(devices: int) -> dict:
-    """This environment for a child JAX process on `devices` fake CPU devices."""
-    return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    """This environment for a child JAX process on `devices` fake CPU devices (conftest's other XLA
+    flags kept)."""
+    flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ.get("XLA_FLAGS", "")).split()
+    flags.append(f"--xla_force_host_platform_device_count={devices}")
+    return dict(os.environ, XLA_FLAGS=" ".join(flags), JAX_PLATFORMS="cpu")
 
 
 def free_port() -> int:
