@@ -133,7 +133,8 @@ def _add_common(p: argparse.ArgumentParser, *, decodes: bool, renders: bool) -> 
         p.add_argument("--image-guidance-scale", type=_number, default=1.5, help="editing / stage 2 only")
         for side in ("height", "width"):
             p.add_argument(f"--{side}", type=_side, default=1024,
-                           help=f"image {side} in pixels, a multiple of the VAE factor (8 for SDXL), at most "
+                           help=f"image {side} in pixels, a multiple of the de-tokenizer's pixel factor (VAE x U-Net "
+                                f"downsampling: 32 for SDXL), at most "
                                 f"{MAX_SIDE}: SDXL was trained at 1024 (default 1024)")
         p.add_argument("--noise", type=paths.argument, action=_Once,
                        help="initial latent noise: .npy [1, height/f, width/f, 4] (NHWC) of floats, f = VAE factor "
@@ -160,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(edit, decodes=True, renders=True)
     edit.add_argument("--image", required=True, type=paths.argument, action=_Once, help="the image to edit")
     edit.add_argument("--prompt", required=True, action=_Once, help="editing instruction")
-    rec = sub.add_parser("reconstruct", help="image -> ViT features -> de-tokenizer -> image (batch; bad inputs skipped)")
+    rec = sub.add_parser("reconstruct", help="image -> ViT features -> de-tokenizer -> image (each --image in turn; bad inputs skipped)")
     _add_common(rec, decodes=False, renders=True)
     rec.add_argument("--image", action="append", required=True, type=paths.argument, help="input image (repeatable)")
     # listed here for --help and the unknown-command message; main() hands them to seedx_jax.convert.cli
@@ -266,7 +267,14 @@ def _no_image(turn, request: Request) -> NoResult:
         span = request.pipe.configs.agent.num_image_tokens + 2
         return NoResult(f"--max-new-tokens {request.max_new_tokens} ended the answer inside its image after "
                         f"{len(turn.token_ids)} tokens; raise it (the image span alone takes {span})")
-    return NoResult(f"the model answered without an image: {turn.raw_text!r}")
+    shown = turn.raw_text if len(turn.raw_text) <= 100 else turn.raw_text[:100] + "..."
+    return NoResult(f"the model answered without an image ({len(turn.token_ids)} tokens: {shown!r})")
+
+
+def _printable(text: str) -> str:
+    """An answer for the terminal: control characters other than newlines and tabs (an untrained model
+    emits them) would move the cursor or garble the screen; the JSON record keeps them."""
+    return "".join(c if c in "\n\t" or c.isprintable() else "\ufffd" for c in text)
 
 
 def _text_writer(text: str):
@@ -322,11 +330,16 @@ def _run_steps(request: Request, files: OutputFiles, record: dict, progress: Pro
                 turn, conv = pipe.chat(prompt, request.images if conv is None else (), conversation=conv,
                                        grounding=args.grounding and conv is None, seed=seed, **decode_kw)
             except PromptError as e:
-                if args.prompt:  # scripted turns: fail the run; interactive: say why, take the next line
+                if args.prompt and conv is None:  # the first scripted turn: nothing to keep, a bad request
                     raise
-                print(f"seedx-jax chat: {e}", file=sys.stderr)
+                if args.prompt:  # a later one no longer fits the context: keep the answered turns
+                    print(f"seedx-jax chat: turn {number + 1}: {e}; the chat stops here, the answered turns are "
+                          "written", file=sys.stderr)
+                    record["stopped"] = {"turn": number + 1, "reason": str(e)}
+                    break
+                print(f"seedx-jax chat: {e}", file=sys.stderr)  # interactive: say why, take the next line
                 continue
-            print(turn.text, flush=True)
+            print(_printable(turn.text), flush=True)
             record.setdefault("turns", []).append(_turn_record(prompt, turn))
             if turn.cut_off:
                 print(f"seedx-jax chat: --max-new-tokens {request.max_new_tokens} ended the answer inside an image",
@@ -348,7 +361,7 @@ def _run_steps(request: Request, files: OutputFiles, record: dict, progress: Pro
             turn, pixels = pipe.generate_image(args.prompt, seed=seed, **decode_kw, **request.render_kw)
         else:
             turn, pixels = pipe.edit(request.images[0], args.prompt, seed=seed, **decode_kw, **request.render_kw)
-        print(turn.text, flush=True)
+        print(_printable(turn.text), flush=True)
         record["turns"] = [_turn_record(args.prompt, turn)]
         if pixels is None:
             raise _no_image(turn, request)

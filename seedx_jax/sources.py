@@ -153,6 +153,8 @@ class TorchFile:
         self.mapped = zipfile.is_zipfile(path)
         with open(path, "rb") as f:
             head = f.read(2)
+        if not head:
+            raise SourceError(f"{path}: an empty file (0 bytes), not a PyTorch checkpoint")
         if not self.mapped and not head.startswith((b"PK", b"\x80")):  # a torch zip (maybe damaged), a pickle
             raise SourceError(f"{path}: not a PyTorch checkpoint (neither a torch zip file nor a torch pickle)")
         try:

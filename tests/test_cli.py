@@ -96,6 +96,16 @@ def test_multi_turn_chat_keeps_history(ckpts):
     assert (conv.ids, len(conv.features), conv.turns) == before  # a refused turn changes nothing
 
 
+def test_a_later_turn_beyond_the_context_ends_the_chat_and_keeps_the_answered_ones(ckpts, tmp_path, capsys):
+    rc = run("chat", "--checkpoint", ckpts / "stage1", "--image", ckpts / "photo.png", "--prompt", "What is it?",
+             "--prompt", "And then?", "--max-new-tokens", "800", "--out", tmp_path, *FAST)
+    assert rc == 0
+    record = json.loads((tmp_path / "chat.json").read_text())
+    assert len(record["turns"]) == 1 and record["stopped"]["turn"] == 2
+    assert "exceeds the context" in record["stopped"]["reason"]
+    assert "seedx-jax chat: turn 2: " in capsys.readouterr().err
+
+
 def test_generate_writes_png_and_is_reproducible(ckpts, tmp_path):
     for name in ("a", "b"):
         assert run("generate", "--checkpoint", ckpts / "stage1", "--prompt", "a red cube", "--out", tmp_path,

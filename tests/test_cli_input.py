@@ -239,6 +239,10 @@ def test_convert_says_what_a_source_of_the_wrong_kind_is(ckpts, tmp_path, capsys
         assert main(["convert", *map(str, argv), "--out", str(tmp_path / "out"), "--quiet"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(line) and err[0].endswith(")"), err
+    (tmp_path / "empty_release").mkdir()
+    assert main(["convert", "release", str(tmp_path / "empty_release"), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().endswith("is not a SEED-X release tree: it lacks QwenViT/qwen_vit_G.pt, "
+                                                    "a tokenizer folder, a seed_x*/agent checkpoint")
     assert not (tmp_path / "out").exists()
 
 

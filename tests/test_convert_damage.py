@@ -184,3 +184,10 @@ def test_allow_nonfinite_converts_and_records_the_counts(vit, tmp_path, capsys, 
     line = f"{source}: tensor {key}: 5 NaN, 1 Inf of {vit['state'][key].numel()}"
     assert f"nonfinite: {line}" in capsys.readouterr().err
     assert read_manifest(str(tmp_path / "out" / "vit"))["source"]["report"]["nonfinite"] == [line]
+
+
+def test_an_empty_torch_file_is_called_empty(tmp_path):
+    path = tmp_path / "qwen_vit_G.pt"
+    path.write_bytes(b"")
+    with pytest.raises(SourceError, match=r"qwen_vit_G.pt: an empty file \(0 bytes\), not a PyTorch checkpoint$"):
+        TorchFile(str(path))

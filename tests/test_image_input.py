@@ -46,7 +46,10 @@ def test_bad_inputs_name_the_input(tmp_path):
     text.write_text("not an image")
     corrupt = tmp_path / "noise.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(200)))
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
     cases = {
+        str(empty): r"an empty file \(0 bytes\)",
         str(tmp_path / "missing.png"): "no such file",
         str(truncated): "cannot decode image",
         str(text): "not a recognised image file",

@@ -78,7 +78,9 @@ def expect(source: TensorSource, wanted: tuple[str, ...], what: str, name: str) 
     if found == "unknown":
         raise ArtefactError(f"{name} is not {what}: its tensor names match no checkpoint layout this converter knows")
     if found not in wanted:
-        hint = f" (convert it with `seedx-jax convert {_COMMANDS[found]}`)" if found in _COMMANDS else ""
+        # an --llm given the agent file: the hint is the option's, not another command
+        hint = "" if name.startswith("--") else (
+            f" (convert it with `seedx-jax convert {_COMMANDS[found]}`)" if found in _COMMANDS else "")
         raise ArtefactError(f"{name} holds {with_article(found)} checkpoint, not {what}{hint}")
     return found
 
@@ -317,7 +319,8 @@ def agent_artefact(checkpoint: str, llm: str | None = None, *, config: str | Non
     base = None
     if llm is not None:
         base = open_tensors(llm)
-        expect(base, ("llama",), "a Llama model", llm)
+        expect(base, ("llama",), "a Llama model (--llm takes the release's seed_x*/llm/ folder or a Llama-2 "
+               "Hugging Face folder)", f"--llm {llm}")
     llm_config = _llama_fields(llm)
     found = [(llm_config[0], {"llm": llm_config[1]}, True)] if llm_config else []
     sizes = {name: fields for name in RESAMPLERS if (fields := _resampler_sizes(agent, name + "."))}
@@ -425,7 +428,7 @@ def find_release(root: str) -> Release:
     missing = [what for what, found in (("QwenViT/qwen_vit_G.pt", vit), ("a tokenizer folder", tokenizers),
                                          ("a seed_x*/agent checkpoint", models)) if not found]
     if missing:
-        raise ArtefactError(f"{root} is not a SEED-X release tree: no {', no '.join(missing)}")
+        raise ArtefactError(f"{root} is not a SEED-X release tree: it lacks {', '.join(missing)}")
     if len(tokenizers) > 1:
         raise ArtefactError(f"{root}: several tokenizer folders {tokenizers}")
     return Release(vit, os.path.join(root, tokenizers[0]), models, sdxl if os.path.isdir(sdxl) else None, detokenizers)

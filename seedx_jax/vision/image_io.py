@@ -66,6 +66,8 @@ def load_image(src: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
                 raise ImageInputError(f"{name}: a directory, not an image file")
             if isinstance(src, (str, os.PathLike)) and not os.path.isfile(src):
                 raise ImageInputError(f"{name}: no such file")
+            if isinstance(src, (str, os.PathLike)) and os.path.getsize(src) == 0 or isinstance(src, bytes) and not src:
+                raise ImageInputError(f"{name}: an empty file (0 bytes)")
             image = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
         width, height = image.size
         if width == 0 or height == 0:
