@@ -208,6 +208,12 @@ class Request:
     """A command's arguments, checked against the opened pipeline before any weight loads."""
 
     def __init__(self, args, pipe):
+        try:
+            self._check(args, pipe)
+        except ValueError as err:  # the API names its arguments; the user typed options
+            raise type(err)(_option_names(str(err), args)) from None
+
+    def _check(self, args, pipe):
         self.args, self.pipe = args, pipe
         command = args.command
         self.seed = {"generate": 0, "chat": 0}.get(command, 42) if args.seed is None else args.seed  # 42: official
@@ -260,6 +266,16 @@ class Request:
         if args.command == "reconstruct":
             record["skipped"] = self.skipped
         return record
+
+
+def _option_names(message: str, args) -> str:
+    """`message` of a pipeline or sampler check with its argument names as the options they come from
+    (`height=33` -> `--height 33`, `noise has shape` -> `--noise <file> has shape`)."""
+    message = re.sub(r"(?:SamplerConfig\.)?\b(num_steps|guidance_scale|image_guidance_scale|height|width)=",
+                     lambda m: "--" + {"num_steps": "steps"}.get(m[1], m[1]).replace("_", "-") + " ", message)
+    if getattr(args, "noise", None):
+        message = re.sub(r"^(the )?noise\b", f"--noise {args.noise}:", message)
+    return message
 
 
 def _no_image(turn, request: Request) -> NoResult:

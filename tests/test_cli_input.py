@@ -48,20 +48,20 @@ def no_weights(monkeypatch):
     (["generate", "--prompt", ""], "caption is empty"),
     (["generate", "--prompt", "x", "--max-new-tokens", "10"], "cannot hold an image"),
     (["generate", "--prompt", "x", "--solver", "ddim", "--steps", "1000"], "ddim takes at most 999 steps"),
-    (["generate", "--prompt", "x", "--steps", "1001"], "num_steps=1001 must be in [1, 1000]"),
+    (["generate", "--prompt", "x", "--steps", "1001"], "--steps 1001 must be in [1, 1000]"),
     (["generate", "--prompt", "x", "--steps", "0"], "--steps: 0 must be at least 1"),
     (["generate", "--prompt", "x", "--seed", "-1"], "--seed: -1 must be at least 0"),
     (["generate", "--prompt", "x", "--seed", str(2 ** 32)], "must be below 2**32"),
     (["generate", "--prompt", "x", "--temperature", "-0.5"], "temperature=-0.5 must be >= 0"),
     (["generate", "--prompt", "x", "--top-p", "0"], "top_p=0.0 must be in (0, 1]"),
     (["generate", "--prompt", "x", "--guidance-scale", "nan"], "'nan' is not a finite number"),
-    (["generate", "--prompt", "x", "--width", "33"], "width=33 must be a positive multiple"),
+    (["generate", "--prompt", "x", "--width", "33"], "--width 33 must be a positive multiple"),
     (["generate", "--prompt", "x", "--max-new-tokens", "2000"], "exceeds the context of 1024"),
     (["chat", "--prompt", "hi", "--image", "{photo}", "--grounding", "--template", "seed_x", "--prompt", "</s>"],
      "question contains '</s>'"),
     (["chat", "--prompt", "where?", "--grounding"], "grounding needs an image"),
     (["edit", "--image", "{photo}", "--prompt", "x"], "editing needs a stage-2 de-tokenizer"),
-    (["reconstruct", "--image", "{photo}", "--noise", "{nan_noise}"], "the noise array holds 1 NaN"),
+    (["reconstruct", "--image", "{photo}", "--noise", "{nan_noise}"], "--noise {nan_noise}: array holds 1 NaN"),
     # sizes past SDXL's use would abort XLA (1048576) or exhaust any memory
     (["generate", "--prompt", "x", "--height", "1048576", "--width", "1048576"],
      "--height: 1048576 must be at most 4096"),
@@ -80,8 +80,8 @@ def test_bad_input_is_refused_before_the_weights_load(ckpts, tmp_path, capsys, n
     noise[0, 3, 3, 1] = np.nan
     np.save(tmp_path / "nan.npy", noise)
     (tmp_path / "folder").mkdir()
-    argv = [a.format(photo=ckpts / "photo.png", nan_noise=tmp_path / "nan.npy", folder=tmp_path / "folder")
-            for a in argv]
+    names = dict(photo=ckpts / "photo.png", nan_noise=tmp_path / "nan.npy", folder=tmp_path / "folder")
+    argv, message = [a.format(**names) for a in argv], message.format(**names)
     rc = main([argv[0], "--checkpoint", str(ckpts / "stage1"), "--out", str(tmp_path / "out"), *FAST, *argv[1:]])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and message in err[0], err

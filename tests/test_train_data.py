@@ -154,6 +154,17 @@ def test_bad_samples_are_skipped_with_their_location(data, tok, tmp_path):
     assert isinstance(skip, Skip) and skip.location == f"{tar}:x" and "no image" in skip.reason
 
 
+def test_a_file_that_is_not_json_lines_or_a_folder_is_refused_whole(data, tmp_path):
+    """A photo or a folder given as a jsonl path: refused when the source opens (before any model is
+    built), not read as hundreds of skipped lines; one malformed line among good ones is skipped (above)."""
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8)
+    with pytest.raises(ValueError, match=rf"^{photo}: not a JSON-lines file \(none of its first \d lines is a JSON"):
+        open_source("llava_jsonl", [str(photo)], data["image_dir"])
+    with pytest.raises(ValueError, match=f"^{tmp_path}: a folder, not a jsonl file$"):
+        open_source("edit_jsonl", [str(tmp_path)], data["image_dir"])
+
+
 def test_global_order_does_not_depend_on_the_process_count():
     n, per_global = 10, 4
     single = GlobalOrder(n, 7, 0, 1, per_global)

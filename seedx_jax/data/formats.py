@@ -47,20 +47,39 @@ def _image_path(image_dir: str, value) -> str | None:
     return os.path.join(image_dir, v.lstrip("/"))
 
 
+def _json_object(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:  # also not UTF-8
+        return False
+
+
 class JsonlReader:
     """One record per non-empty line; `kind` is "vqa" (LLaVA) or "edit"."""
 
+    # none of a file's first lines a JSON object: another kind of file, refused whole (a bad line among
+    # good ones is skipped and reported when read)
+    PROBE_LINES = 8
+
     def __init__(self, path: str, kind: str, image_dir: str = ""):
+        """Raises: FileNotFoundError (no such file), ValueError (a folder, or not a JSON-lines file)."""
+        if os.path.isdir(path):
+            raise ValueError(f"{path}: a folder, not a jsonl file")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such jsonl file")
         self.path, self.kind, self.image_dir = path, kind, image_dir
-        offsets, pos = [], 0
+        offsets, pos, probe = [], 0, []
         with open(path, "rb") as f:
             for number, line in enumerate(f, 1):
                 if line.strip():
                     offsets.append((pos, len(line), number))
+                    if len(probe) < self.PROBE_LINES:
+                        probe.append((number, line))
                 pos += len(line)
         self._index = np.asarray(offsets, np.int64).reshape(-1, 3)
+        if probe and not any(_json_object(line) for _, line in probe):
+            raise ValueError(f"{path}: not a JSON-lines file (none of its first {len(probe)} lines is a JSON "
+                             f"object; line {probe[0][0]} starts {probe[0][1][:20]!r})")
 
     def __len__(self) -> int:
         return len(self._index)
