@@ -62,6 +62,7 @@ def test_chat_grounding_draws_boxes_and_records(ckpts, tmp_path, capsys):
     assert drawn.shape == (300, 500, 3) and (drawn[93, 194:305] == [255, 0, 0]).all()
 
 
+@pytest.mark.slow  # ~30 s; sharded loading and forward passes are in the default suite (test_checkpoint, test_sharding)
 def test_pipeline_loaded_onto_a_mesh_answers_and_draws_as_on_one_device(ckpts):
     """`SeedX.load(..., mesh=)` (the notebooks' path for models larger than a chip): parameters land
     sharded over 8 devices and the chat and the rendered image match the single-device pipeline."""
@@ -159,7 +160,7 @@ def test_reconstruct_batch_skips_bad_images(ckpts, tmp_path, capsys):
     (["chat", "--checkpoint", "{stage1}", "--prompt", "boxes?", "--grounding"], "grounding needs an image"),
     (["chat", "--checkpoint", "{stage1}", "--image", "{broken}", "--prompt", "hi"], "not a recognised image"),
     (["chat", "--checkpoint", "{tmp}", "--prompt", "hi"], "not a seedx_jax pipeline checkpoint"),
-    (["generate", "--checkpoint", "{stage1}", "--prompt", "x", "--height", "30"], "height=30 must be"),
+    (["generate", "--checkpoint", "{stage1}", "--prompt", "x", "--height", "30"], "--height 30 must be"),
     (["generate", "--checkpoint", "{stage2}", "--prompt", "x"], "needs a stage-1 de-tokenizer"),
 ])
 def test_bad_input_is_one_line(ckpts, tmp_path, capsys, argv, message):

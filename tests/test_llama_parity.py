@@ -64,6 +64,7 @@ def test_bf16_compute_stays_close(pair):
     assert max_rel_diff(ours.astype(jnp.float32), want) <= 5e-2  # bf16 has an 8-bit mantissa
 
 
+@pytest.mark.slow  # ~12 s; the tiny configs above check the same code paths
 def test_bench_size_logits_and_lora_gradients():
     """Accumulation at a realistic width: 4 layers, d=512, vocab 8192, seq 256."""
     import jax

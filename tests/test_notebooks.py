@@ -1,9 +1,9 @@
 """The notebooks run top to bottom in a Jupyter kernel on CPU with their tiny settings, as a user runs
 them: Jupyter started inside `notebooks/` (a copy of the folder here), no SEEDX_* environment variable
 and no PYTHONPATH (seedx_jax and `configs` come from the installed package); outputs land where the
-notebooks say, relative to that folder, and a second run of a notebook replaces its own outputs. The
-kernel inherits conftest's 8 fake CPU devices. The shapes-demo notebook (the quick demo end to end) is
-in the slow suite."""
+notebooks say, relative to that folder. The kernel inherits conftest's 8 fake CPU devices. In the slow
+suite: a second quickstart run replacing the first one's outputs, and the shapes-demo notebook (the quick
+demo end to end)."""
 import json
 import os
 import shutil
@@ -37,18 +37,29 @@ def printed(nb) -> str:
     return "".join(o.get("text", "") for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs)
 
 
-def test_quickstart_runs_every_flow_and_records_it(tmp_path):
-    for run in range(2):  # the second run replaces the first one's outputs
-        nb, folder = execute("quickstart", tmp_path)
-        out = os.path.join(folder, "outputs", "quickstart")
-        results = json.load(open(os.path.join(out, "results.json")))
-        assert "tiny models" in printed(nb) and results["checkpoint"] == "outputs/quickstart/tiny_models/seedx_i"
-        assert results["comprehension"]["grid"] == [2, 1]  # the 448x224 scene on 224 px tiles
-        assert {"text_to_image", "edit", "comprehension"} <= set(results)
-        names = [os.path.basename(f) for f in results["files"]]
-        assert "input.png" in names and "reconstruction.png" in names
-        assert all(os.path.getsize(os.path.join(folder, f)) > 0 for f in results["files"])
+def _quickstart(home) -> str:
+    """Runs the quickstart notebook and checks its record -> its output folder."""
+    nb, folder = execute("quickstart", home)
+    out = os.path.join(folder, "outputs", "quickstart")
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert "tiny models" in printed(nb) and results["checkpoint"] == "outputs/quickstart/tiny_models/seedx_i"
+    assert results["comprehension"]["grid"] == [2, 1]  # the 448x224 scene on 224 px tiles
+    assert {"text_to_image", "edit", "comprehension"} <= set(results)
+    names = [os.path.basename(f) for f in results["files"]]
+    assert "input.png" in names and "reconstruction.png" in names
+    assert all(os.path.getsize(os.path.join(folder, f)) > 0 for f in results["files"])
     assert sorted(os.listdir(os.path.join(out, "tiny_models"))) == ["seedx_edit", "seedx_i"]
+    return out
+
+
+def test_quickstart_runs_every_flow_and_records_it(tmp_path):
+    _quickstart(tmp_path)
+
+
+@pytest.mark.slow  # ~45 s: the notebook twice
+def test_a_second_quickstart_run_replaces_the_first_ones_outputs(tmp_path):
+    _quickstart(tmp_path)
+    _quickstart(tmp_path)
 
 
 def test_finetune_trains_lora_on_a_mesh_and_exports_the_adapter(tmp_path):
