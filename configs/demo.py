@@ -8,7 +8,8 @@ checkpoints (the stand-in ViT and VAE, then each stage's predecessor).
 Where the demo departs from SEED-X, and why (there is no pretrained SDXL or Llama for this world):
 - de-tokenizer stage 1 trains the whole U-Net (`train.unet_trainable = "all"`), not just to_k/to_v;
 - the MLLM stages train the whole LLM (every projection is in `lora.modules_to_save`), not just LoRA;
-- the ViT (64-d features) and VAE are the stand-ins of `seedx_jax.demo.standins`, frozen as in the paper;
+- the ViT (64-d features, pre-trained on the world's dense labels: `seedx_jax.demo.vit_pretrain`) and the
+  VAE are the stand-ins of `seedx_jax.demo.standins`, frozen as in the paper;
 - one instruction-tuning run (VQA + grounding conversations + text-to-image) replaces pre-training +
   SFT; the edit model is fine-tuned from it, as SEED-X-Edit is from the pre-trained model.
 """
@@ -42,7 +43,7 @@ def get_config(stage: str = "sft_comp_gen"):
         c.model.detokenizer.update(unet=UNET, vae=VAE, resampler=RESAMPLER)
         c.detok_loss.image_drop = 0.1
         c.train.unet_trainable = "all"
-        c.train.steps = 1200 if stage == "detok_stage1" else 500
+        c.train.steps = 800 if stage == "detok_stage1" else 300  # step counts: what fits `make demo` in 20 min
         c.optim.update(learning_rate=1e-3)
         src = ("images", "captions", "detok_image") if stage == "detok_stage1" else ("edits", "edits", "detok_edit")
         c.data.sources[src[0]] = tc.source("array_record", src[2], micro_batch=8, resolution=RESOLUTION,
@@ -52,7 +53,7 @@ def get_config(stage: str = "sft_comp_gen"):
                              output_resampler=dict(embed_dim=FEATURES, kv_dim=LLM["hidden_size"]))
         c.model.lora.update(dropout=0.0, modules_to_save=("input_layernorm", "post_attention_layernorm", "norm")
                             + LLM_PROJECTIONS)
-        c.train.steps = 2000 if stage == "sft_comp_gen" else 400
+        c.train.steps = 1400 if stage == "sft_comp_gen" else 300
         c.optim.update(learning_rate=1e-3)
         if stage == "sft_comp_gen":
             # no response before `<img>`: SEED-X does not train the response, so a model trained from

@@ -11,6 +11,7 @@ generates, so the looser `max_distance` default also accepts slightly off colour
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 import numpy as np
@@ -89,3 +90,13 @@ def matches(scene: Scene, found: list[Detection], *, position_tolerance: float =
             return False
         left.remove(hit)
     return True
+
+
+def pairs(objects) -> collections.Counter:
+    """(colour, 3 x 3 cell) of each object or detection, counted."""
+    return collections.Counter((o.colour, o.cell) for o in objects)
+
+
+def same_objects(found: list[Detection], scene: Scene) -> bool:
+    """Whether the detections are the scene's objects by colour and cell, as many of each."""
+    return pairs(found) == pairs(scene.objects)

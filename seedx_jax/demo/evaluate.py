@@ -20,7 +20,7 @@ import numpy as np
 
 from seedx_jax.agent.boxes import parse_boxes
 from seedx_jax.data.examples import square_crop
-from seedx_jax.demo.analyse import analyse
+from seedx_jax.demo.analyse import analyse, pairs, same_objects
 from seedx_jax.demo.world import Scene, render
 from seedx_jax.detokenizer.model import negative_features, to_uint8
 from seedx_jax.diffusion.sampling import SamplerConfig
@@ -57,11 +57,6 @@ def _iou(a, b) -> float:
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
-
-
-def _pairs(objects) -> collections.Counter:
-    """(colour, cell) of each object or detection."""
-    return collections.Counter((o.colour, o.cell) for o in objects)
 
 
 def _mean(values) -> float:
@@ -135,7 +130,7 @@ def text_to_image(pipe: SeedX, rows: list[dict], side: int, sampler: SamplerConf
             obj.append(any(d.colour == o.colour and d.shape == o.shape for d in found))
         count.append(len(found) == len(scene.objects))
         if r < keep:
-            ok = _pairs(found) == _pairs(scene.objects)
+            ok = same_objects(found, scene)
             shown = [images[r]] if r in images else []
             samples.append(Sample("text_to_image", shown + [_drawn(scene, side)], row["caption"],
                                   ", ".join(f"{d.colour} {d.shape} at {d.cell[1]} {d.cell[0]}" for d in found)
@@ -165,7 +160,7 @@ def editing(pipe: SeedX, rows: list[dict], side: int, sampler: SamplerConfig, se
         turn, image = pipe.edit(render(source), instruction, height=side, width=side, sampler=sampler, seed=seed,
                                 max_new_tokens=96)
         found = analyse(image) if image is not None else []
-        before, after, seen = _pairs(source.objects), _pairs(target.objects), _pairs(found)
+        before, after, seen = pairs(source.objects), pairs(target.objects), pairs(found)
         ok = image is not None and all(seen[k] >= n for k, n in (after - before).items()) and all(
             seen[k] <= after[k] for k in before - after)
         success.append(ok)
@@ -192,7 +187,7 @@ def reconstruction(pipe: SeedX, rows: list[dict], side: int, sampler: SamplerCon
     for r, (scene, image) in enumerate(zip(scenes, images)):
         truth = _drawn(scene, side)
         psnr.append(_psnr(image, truth))
-        same.append(_pairs(analyse(image)) == _pairs(scene.objects))
+        same.append(same_objects(analyse(image), scene))
         if r < keep:
             samples.append(Sample("reconstruction", [truth, image], "", "", "original, reconstruction", same[-1]))
     return {"reconstruction/psnr": _mean(psnr), "reconstruction/objects": _mean(same)}, samples

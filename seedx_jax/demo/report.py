@@ -12,15 +12,28 @@ from PIL import Image, ImageDraw
 
 from seedx_jax.demo.evaluate import Sample
 
-# What each headline metric is held to (the report says, from the measured values, which were met)
-TARGETS = {"vqa/accuracy": 0.80, "grounding/mean_iou": 0.5, "t2i/colour": 0.70, "t2i/position": 0.50,
-           "edit/success": 0.50}
-# The measured figures a headline metric is explained by: shown beside it, whatever the run measured
+# What each metric is held to (issue 19): (">=" or "<=", value); the report says, from the measured
+# values, which were met, and the slow test `test_the_full_demo_reaches_its_targets` asserts them
+TARGETS = {"vqa/accuracy": (">=", 0.85), "vqa/colour": (">=", 0.70), "vqa/count": (">=", 0.70),
+           "vqa/existence": (">=", 0.70), "vqa/position": (">=", 0.70), "grounding/mean_iou": (">=", 0.50),
+           "t2i/colour": (">=", 0.70), "t2i/position": (">=", 0.50), "t2i/count": (">=", 0.50),
+           "t2i/object": (">=", 0.70), "edit/success": (">=", 0.60), "edit/preservation_psnr": (">=", 25.0),
+           "reconstruction/objects": (">=", 0.80), "seconds": ("<=", 1200.0)}
+# The measured figures a metric is explained by: shown beside it, whatever the run measured
 DETAILS = {"vqa/accuracy": ("vqa/colour", "vqa/count", "vqa/existence", "vqa/position"),
            "grounding/mean_iou": ("grounding/iou_at_0.5",),
-           "t2i/colour": ("t2i/images_drawn", "t2i/object", "t2i/count"),
-           "t2i/position": ("t2i/images_drawn",),
-           "edit/success": ("edit/preservation_psnr", "reconstruction/psnr", "reconstruction/objects")}
+           "t2i/colour": ("t2i/images_drawn",),
+           "edit/success": ("reconstruction/objects", "standin/vae_objects"),
+           "edit/preservation_psnr": ("reconstruction/psnr", "standin/vae_psnr"),
+           "reconstruction/objects": ("standin/vae_objects",)}
+
+
+def met(name: str, value: float) -> bool:
+    """Whether `value` meets the target of metric `name`."""
+    op, target = TARGETS[name]
+    return value >= target if op == ">=" else value <= target
+
+
 _PLOT = (640, 360)
 _MARGIN = 48
 
@@ -61,27 +74,29 @@ def _tile(images: list[np.ndarray], side: int = 160) -> Image.Image:
 
 
 def _verdict(name: str, value: float, metrics: dict) -> str:
-    """The sentence beside a headline metric, made only of measured numbers."""
+    """The sentence beside a metric, made only of measured numbers."""
     if name not in TARGETS:
         return ""
-    met = "met" if value >= TARGETS[name] else "MISSED"
+    op, target = TARGETS[name]
     shown = [(k, metrics[k]) for k in DETAILS.get(name, ()) if isinstance(metrics.get(k), float)
              and math.isfinite(metrics[k])]
     detail = ", ".join(f"{k.split('/', 1)[1]} {v:.2f}" for k, v in shown)
-    if shown and met == "MISSED" and name == "vqa/accuracy":
+    if shown and not met(name, value) and name == "vqa/accuracy":
         weakest = min(shown, key=lambda kv: kv[1])[0].split("/", 1)[1]
         detail += f"; weakest: {weakest}"
-    return f"target &ge; {TARGETS[name]:.2f}: {met}" + (f" ({html.escape(detail)})" if detail else "")
+    return (f"target {html.escape(op)} {target:g}: {'met' if met(name, value) else 'MISSED'}"
+            + (f" ({html.escape(detail)})" if detail else ""))
 
 
 def summary(metrics: dict) -> str:
     """One sentence on the targets, from the measured metrics (the report's first line)."""
-    measured = {k: metrics[k] for k in TARGETS if isinstance(metrics.get(k), float) and math.isfinite(metrics[k])}
-    met = [k for k, v in measured.items() if v >= TARGETS[k]]
-    missed = [k for k in measured if k not in met]
-    text = f"{len(met)} of {len(TARGETS)} targets met"
+    measured = {k: float(metrics[k]) for k in TARGETS if isinstance(metrics.get(k), (int, float))
+                and math.isfinite(metrics[k])}
+    missed = [k for k, v in measured.items() if not met(k, v)]
+    text = f"{len(measured) - len(missed)} of {len(TARGETS)} targets met"
     if missed:
-        text += "; missed: " + ", ".join(f"{k} {measured[k]:.2f} (target {TARGETS[k]:.2f})" for k in missed)
+        text += "; missed: " + ", ".join(f"{k} {measured[k]:.2f} (target {' '.join(map(str, TARGETS[k]))})"
+                                         for k in missed)
     unmeasured = [k for k in TARGETS if k not in measured]
     if unmeasured:
         text += "; not measured (nothing to score): " + ", ".join(unmeasured)
@@ -107,14 +122,20 @@ def write_report(out: str, metrics: dict, curves: dict[str, list[tuple[int, floa
         rows.append(f"<tr><td>{sample.task}</td><td><img src='{file}'></td><td>{html.escape(sample.prompt)}</td>"
                     f"<td>{html.escape(sample.output)}</td><td>{html.escape(sample.expected)}</td>"
                     f"<td>{'yes' if sample.ok else 'no'}</td></tr>")
-    table = "".join(f"<tr><td>{k}</td><td>{v:.3f}</td><td>{_verdict(k, v, metrics)}</td></tr>"
-                    for k, v in sorted(metrics.items()) if isinstance(v, float))
+    def table(rows):
+        return "<table>" + "".join(f"<tr><td>{k}</td><td>{v:.3f}</td><td>{_verdict(k, v, metrics)}</td></tr>"
+                                   for k, v in rows) + "</table>"
+
+    scored = sorted((k, float(v)) for k, v in metrics.items() if isinstance(v, (int, float)))
+    held_out = table((k, v) for k, v in scored if not k.startswith("standin/"))
+    standin_table = table((k, v) for k, v in scored if k.startswith("standin/"))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>seedx_jax shapes-world demo</title>
 <style>body{{font-family:sans-serif;margin:2em}} td{{padding:4px 8px;vertical-align:top;border-bottom:1px solid #ddd}}
 img{{image-rendering:pixelated}}</style></head><body>
 <h1>seedx_jax: a tiny SEED-X trained on the shapes world</h1>
 <p><b>{html.escape(summary(metrics))}</b></p>
-<h2>Held-out metrics</h2><table>{table}</table>
+<h2>Held-out metrics</h2>{held_out}
+<h2>Stand-ins, each scored on its own held-out scenes</h2>{standin_table}
 <ul>{''.join(f'<li>{html.escape(n)}</li>' for n in notes)}</ul>
 <h2>Training curves</h2>{''.join(f"<img src='{f}'>" for f in curve_files)}
 <h2>Samples</h2><table><tr><th>task</th><th>images</th><th>prompt</th><th>model</th><th>expected</th><th>ok</th></tr>

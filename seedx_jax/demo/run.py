@@ -21,7 +21,7 @@ from flax import nnx
 
 from seedx_jax.agent.tokenizer import SeedXTokenizer
 from seedx_jax.checkpoint import load_model, save_model, save_pipeline
-from seedx_jax.demo import dataset, evaluate, report, standins
+from seedx_jax.demo import dataset, evaluate, report, standins, vit_pretrain
 from seedx_jax.detokenizer.model import Detokenizer
 from seedx_jax.diffusion.sampling import SamplerConfig
 from seedx_jax.outputs import atomic_output, write_marker
@@ -29,6 +29,7 @@ from seedx_jax.pipelines import SeedX
 from seedx_jax.progress import Progress
 from seedx_jax.train.build import model_configs
 from seedx_jax.train.loop import train
+from seedx_jax.vision.vit import QwenViT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,16 +37,17 @@ class DemoOptions:
     seed: int = 0
     train_scenes: int = 3000
     test_scenes: int = 100
-    vae_steps: int = 200
-    probe_images: int = 300
+    vit_steps: int = 300
+    vae_steps: int = 450
+    probe_images: int = 200
     max_steps: int = 0  # > 0: cap every training stage (the quick smoke run)
     sampler_steps: int = 20
     guidance_scale: float = 3.0  # [choice] milder than SEED-X's 7.5 for briefly trained de-tokenizers; not tuned
     samples: int = 4  # report examples per task
 
 
-QUICK = DemoOptions(train_scenes=48, test_scenes=3, vae_steps=4, probe_images=20, max_steps=3, sampler_steps=2,
-                    samples=2)
+QUICK = DemoOptions(train_scenes=48, test_scenes=3, vit_steps=4, vae_steps=4, probe_images=20, max_steps=3,
+                    sampler_steps=2, samples=2)
 
 
 def demo_config(stage: str):
@@ -81,6 +83,30 @@ def _train_stage(stage: str, root: str, opts: DemoOptions, init: dict, vae_scale
 KIND = "demo_report"
 
 
+def make_standins(models: str, opts: DemoOptions, progress: Progress, curves: dict) -> tuple[float, dict]:
+    """The pre-trained ViT (`models/vit`) and the de-tokenizer's starting point with the pre-trained VAE
+    (`models/detok_init`), each scored on held-out scenes -> (the VAE's scaling factor, the scores)."""
+    cfgs = model_configs(demo_config("detok_stage1"))
+    vit = QwenViT(cfgs["vit"], rngs=nnx.Rngs(opts.seed))
+    standins.align_pool(vit)
+    heads, losses = vit_pretrain.pretrain_vit(vit, seed=opts.seed, progress=progress,
+                                              train=vit_pretrain.ViTTraining(steps=opts.vit_steps))
+    curves["standin_vit"] = list(enumerate(losses, 1))
+    scores = vit_pretrain.score_vit(vit, heads, seed=opts.seed)
+    standins.centre_output(vit, seed=opts.seed)
+    scores.update(standins.probe_vit(vit, seed=opts.seed, images=opts.probe_images))
+    save_model(os.path.join(models, "vit"), vit)
+    resolution = demo_config("detok_stage1").data.sources.images.resolution
+    vae, losses = standins.pretrain_vae(cfgs["detokenizer"].vae, resolution, seed=opts.seed,
+                                        train=standins.VAETraining(steps=opts.vae_steps), progress=progress)
+    curves["standin_vae"] = list(enumerate(losses, 1))
+    scores.update(standins.score_vae(vae, resolution, seed=opts.seed))
+    detok = Detokenizer(cfgs["detokenizer"].replace(vae=vae.config), rngs=nnx.Rngs(opts.seed))
+    detok.vae = vae
+    save_model(os.path.join(models, "detok_init"), detok)
+    return vae.config.scaling_factor, scores
+
+
 def run_demo(out: str, opts: DemoOptions = DemoOptions(), progress: Progress | None = None, *,
              overwrite: bool = False) -> dict:
     """Everything, written to `out` (appears atomically at the end; an earlier report there is replaced
@@ -97,18 +123,7 @@ def run_demo(out: str, opts: DemoOptions = DemoOptions(), progress: Progress | N
             tokenizer = dataset.write_tokenizer(os.path.join(data, "tokenizer"), seed=opts.seed)
 
         with progress.stage("[2/7] stand-ins for the pretrained ViT and VAE"):
-            cfgs = model_configs(demo_config("detok_stage1"))
-            vit = standins.vit_standin(cfgs["vit"], seed=opts.seed)
-            probe = standins.probe_vit(vit, seed=opts.seed, images=opts.probe_images)
-            resolution = demo_config("detok_stage1").data.sources.images.resolution
-            vae, losses = standins.pretrain_vae(cfgs["detokenizer"].vae, resolution, seed=opts.seed,
-                                                train=standins.VAETraining(steps=opts.vae_steps), progress=progress)
-            curves["standin_vae"] = list(enumerate(losses, 1))
-            save_model(os.path.join(models, "vit"), vit)
-            scale = vae.config.scaling_factor
-            detok = Detokenizer(cfgs["detokenizer"].replace(vae=vae.config), rngs=nnx.Rngs(opts.seed))
-            detok.vae = vae
-            save_model(os.path.join(models, "detok_init"), detok)
+            scale, standin_scores = make_standins(models, opts, progress, curves)
 
         vit_dir = os.path.join(models, "vit")
         with progress.stage("[3/7] de-tokenizer stage 1 (ViT features -> image)"):
@@ -129,7 +144,7 @@ def run_demo(out: str, opts: DemoOptions = DemoOptions(), progress: Progress | N
 
         with progress.stage("[7/7] evaluating on held-out scenes"):
             metrics, samples = evaluate_models(root, opts, tokenizer, progress)
-        metrics.update(probe)
+        metrics.update(standin_scores)
         metrics["seconds"] = round(time.perf_counter() - start, 1)
         notes = [f"{opts.train_scenes} training scenes, {opts.test_scenes} held-out scenes, seed {opts.seed}, "
                  f"{jax.device_count()} {jax.devices()[0].platform} device(s), {metrics['seconds']:.0f} s in all"]

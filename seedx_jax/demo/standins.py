@@ -1,12 +1,13 @@
 """Stand-ins for the pretrained parts SEED-X starts from and never trains (Qwen-VL's ViT, SDXL's VAE),
 which a laptop does not have:
-- ViT: random, with its attention pool started position-aligned (`align_pool`), so each of the 256
-  tokens is a random projection of its neighbourhood - colour, shape and, by its index, position -
-  and its output centred on the world's images (`centre_output`).
-  Training it as an autoencoder did not beat the image-mean baseline in a few hundred steps; the
-  aligned random one does without any (`probe_vit` measures it, the report shows the numbers);
-- VAE: trained briefly (reconstruction MSE + a small KL term); its `scaling_factor` is set to
-  1 / std of the latents, as SD's was, so the U-Net sees unit-variance latents.
+- ViT: pre-trained on the world's dense labels (`seedx_jax.demo.vit_pretrain`), its attention pool
+  started position-aligned (`align_pool`: each of the 256 tokens first sees its own neighbourhood,
+  without which the pool stays uniform and nothing is learned in a few hundred steps), and its output
+  centred on the world's images (`centre_output`); `probe_vit` measures how much of the pixels a
+  linear map reads back from the tokens;
+- VAE: trained briefly (reconstruction MSE with object pixels weighted up + a small KL term); its
+  `scaling_factor` is set to 1 / std of the latents, as SD's was, so the U-Net sees unit-variance
+  latents; `score_vae` reads its round trips with the analyser.
 Both stay frozen in every later stage, as in the paper.
 """
 from __future__ import annotations
@@ -25,8 +26,9 @@ from seedx_jax.diffusion.vae import AutoencoderKL, VAEConfig
 from seedx_jax.progress import Progress
 from seedx_jax.vision.anyres import image_transform
 from seedx_jax.vision.vit import QwenViT, VisionConfig
-from seedx_jax.demo.world import WorldConfig, render, sample_scene
+from seedx_jax.demo.world import GENERATION_ASPECTS, WorldConfig, render, sample_scene
 
+LOGVAR_INIT = -10.0
 VIT_TARGET_SIDE = 64  # the probe reads a 64 x 64 copy: a 4 x 4 block per token of the 16 x 16 pool
 
 
@@ -35,29 +37,19 @@ class VAETraining:
     steps: int = 200
     batch: int = 16
     learning_rate: float = 2e-3  # cosine-decayed to 5%
-    kl_weight: float = 1e-4
+    kl_weight: float = 1e-6
+    object_weight: float = 10.0
 
 
 def _scenes(seed: int, count: int, cfg: WorldConfig) -> list:
     return [render(sample_scene(random.Random(f"{seed}-standin-{i}"), cfg)) for i in range(count)]
 
 
-def vit_standin(cfg: VisionConfig, *, seed: int, calibration_images: int = 64,
-                world: WorldConfig = WorldConfig()) -> QwenViT:
-    """A random ViT with its attention pool position-aligned (`align_pool`) and its output centred and
-    scaled on the world's images (`centre_output`): no training."""
-    vit = QwenViT(cfg, rngs=nnx.Rngs(seed))
-    align_pool(vit)
-    pictures = _scenes(seed + 3, calibration_images, world)
-    centre_output(vit, np.stack([image_transform(p, cfg.image_size) for p in pictures]))
-    return vit
-
-
-def centre_output(vit: QwenViT, views: np.ndarray) -> None:
-    """Zero-mean, unit-std features on `views` `[N, S, S, 3]`: a random ViT's tokens share one large
-    image-independent component (about 7x the part that varies with the image), which would leave every
-    image's features nearly alike to the resamplers that read them. `ln_post`'s bias takes it out
-    (features = ln_post(x) @ proj), `proj` is rescaled."""
+def centre_output(vit: QwenViT, *, seed: int, images: int = 64, world: WorldConfig = WorldConfig()) -> None:
+    """Zero-mean, unit-std features on the world's images, as the LLM regresses them with an MSE and the
+    resamplers read them: `ln_post`'s bias takes the mean out (features = ln_post(x) @ proj) and `proj`
+    is rescaled."""
+    views = np.stack([image_transform(p, vit.config.image_size) for p in _scenes(seed + 3, images, world)])
     run = nnx.jit(lambda v, x: v(x))
     proj = np.asarray(vit.proj[...])
     mean = np.asarray(run(vit, jnp.asarray(views))).mean((0, 1))
@@ -127,7 +119,12 @@ def pretrain_vae(cfg: VAEConfig, resolution: int, *, seed: int, train: VAETraini
         mean, logvar = vae.encode(batch)
         recon = vae.decode(vae.sample(mean, logvar, key))
         kl = 0.5 * jnp.mean(mean ** 2 + jnp.exp(logvar) - 1 - logvar)
-        return jnp.mean((recon - batch) ** 2) + train.kl_weight * kl
+        # objects cover about a tenth of the pixels: weighted up, or the decoder learns the backgrounds
+        # first and the objects' colours hundreds of steps later
+        background = jnp.median(batch.reshape(batch.shape[0], -1, 3), axis=1)[:, None, None]
+        on_object = jnp.any(jnp.abs(batch - background) > 0.1, axis=-1, keepdims=True)
+        weight = 1 + train.object_weight * on_object
+        return jnp.sum(weight * (recon - batch) ** 2) / jnp.sum(weight) / 3 + train.kl_weight * kl
 
     @nnx.jit(donate_argnums=(0, 1))
     def step(vae, optimizer, batch, key):
@@ -136,6 +133,10 @@ def pretrain_vae(cfg: VAEConfig, resolution: int, *, seed: int, train: VAETraini
         return loss
 
     vae = AutoencoderKL(cfg, rngs=nnx.Rngs(seed))
+    # the posterior starts nearly deterministic (std e^-5): at the default logvar 0 the decoder first
+    # sees latents drowned in unit noise, and a few hundred steps never move logvar far enough
+    bias = vae.quant_conv.bias
+    bias[...] = bias[...].at[cfg.latent_channels:].set(LOGVAR_INIT)
     schedule = optax.cosine_decay_schedule(train.learning_rate, train.steps, 0.05)
     optimizer = nnx.Optimizer(vae, optax.adam(schedule), wrt=nnx.Param)
     losses, key = [], jax.random.PRNGKey(seed)
@@ -149,3 +150,20 @@ def pretrain_vae(cfg: VAEConfig, resolution: int, *, seed: int, train: VAETraini
     scaled = AutoencoderKL(cfg.replace(scaling_factor=round(1.0 / float(jnp.std(mean)), 5)), rngs=nnx.Rngs(seed))
     nnx.update(scaled, nnx.state(vae))
     return scaled, [float(x) for x in losses]
+
+
+def score_vae(vae: AutoencoderKL, resolution: int, *, seed: int, images: int = 64,
+              world: WorldConfig = WorldConfig()) -> dict:
+    """Held-out round trips (encode -> latent mean -> decode) of square scenes: PSNR, and the fraction
+    whose (colour, 3 x 3 cell) objects the analyser reads back unchanged - the ceiling of every image
+    the de-tokenizer draws."""
+    from seedx_jax.demo.analyse import analyse, same_objects  # the analyser imports scipy: only here
+    from seedx_jax.detokenizer.model import to_uint8
+
+    scenes = [sample_scene(random.Random(f"{seed}-vae-score-{i}"), world, GENERATION_ASPECTS) for i in range(images)]
+    batch = np.stack([square_crop(render(s), resolution) for s in scenes])
+    recon = to_uint8(nnx.jit(lambda v, x: v.decode(v.encode(x)[0]))(vae, jnp.asarray(batch)))
+    truth = to_uint8(jnp.asarray(batch))
+    mse = np.mean((np.asarray(recon, np.float64) - np.asarray(truth, np.float64)) ** 2, axis=(1, 2, 3))
+    return {"standin/vae_psnr": float(np.mean(10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10)))),
+            "standin/vae_objects": float(np.mean([same_objects(analyse(r), s) for r, s in zip(recon, scenes)]))}

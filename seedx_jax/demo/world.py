@@ -107,21 +107,32 @@ def _star(x0, y0, x1, y1) -> list[tuple[float, float]]:
     return [(x0 + (x - min(xs)) * sx, y0 + (y - min(ys)) * sy) for x, y in unit]
 
 
-def render(scene: Scene) -> Image.Image:
-    image = Image.new("RGB", (scene.width, scene.height), BACKGROUNDS[scene.background])
+def _draw(scene: Scene, image: Image.Image, fill) -> Image.Image:
+    """Draws each object of `scene` on `image` in `fill(index, obj)`."""
     draw = ImageDraw.Draw(image)
-    for obj in scene.objects:
+    for index, obj in enumerate(scene.objects):
         x0, y0, x1, y1 = obj.box(scene.width, scene.height)
-        fill = COLOURS[obj.colour]
+        colour = fill(index, obj)
         if obj.shape == "circle":
-            draw.ellipse((x0, y0, x1 - 1, y1 - 1), fill=fill)
+            draw.ellipse((x0, y0, x1 - 1, y1 - 1), fill=colour)
         elif obj.shape == "square":
-            draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=fill)
+            draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=colour)
         elif obj.shape == "triangle":
-            draw.polygon([((x0 + x1) / 2, y0), (x1 - 1, y1 - 1), (x0, y1 - 1)], fill=fill)
+            draw.polygon([((x0 + x1) / 2, y0), (x1 - 1, y1 - 1), (x0, y1 - 1)], fill=colour)
         else:
-            draw.polygon(_star(x0, y0, x1, y1), fill=fill)
+            draw.polygon(_star(x0, y0, x1, y1), fill=colour)
     return image
+
+
+def render(scene: Scene) -> Image.Image:
+    return _draw(scene, Image.new("RGB", (scene.width, scene.height), BACKGROUNDS[scene.background]),
+                 lambda index, obj: COLOURS[obj.colour])
+
+
+def object_map(scene: Scene) -> Image.Image:
+    """The scene's pixels labelled by object: mode "L", 0 = background, i + 1 = `scene.objects[i]`
+    (the same drawing as `render`, so labels and pixels align exactly)."""
+    return _draw(scene, Image.new("L", (scene.width, scene.height), 0), lambda index, obj: index + 1)
 
 
 def pixels(scene: Scene) -> np.ndarray:
