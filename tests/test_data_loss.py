@@ -270,4 +270,9 @@ def test_prepare_and_demo_outputs_follow_the_policy(tmp_path, monkeypatch, capsy
     assert prepare(argv + ["--out", "shards", "--overwrite"]) == 0
     assert demo(["--out", "images", "--overwrite", "--quick"]) == 2  # before anything is trained
     assert "holds other files" in capsys.readouterr().err
+    for argv in (["--out", " "], ["--seed", "-1"], ["--train-scenes", "0"]):
+        with pytest.raises(SystemExit) as exit_:
+            demo(argv + ["--quick"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_.value.code == 2 and argv[0] in err[-1], err
     assert sorted(os.listdir(".")) == ["conv.jsonl", "images", "shards"]

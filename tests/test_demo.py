@@ -154,6 +154,11 @@ def test_the_report_text_comes_from_the_measured_metrics(tmp_path):
            "t2i/colour 0.06 (target >= 0.7), seconds 1300.00 (target <= 1200.0)" in pages["bad"]
     assert "colour 0.95, count 0.90, existence 0.92, position 0.10; weakest: position" in pages["bad"]
     assert "images_drawn 1.00" in pages["bad"]
+    nothing = dict(good, **{"edit/preservation_psnr": float("nan")})
+    write_report(str(tmp_path / "nothing"), nothing, {}, [], [])
+    page = html.unescape((tmp_path / "nothing" / "index.html").read_text())
+    assert "not measured (nothing to score): edit/preservation_psnr" in page
+    assert "target >= 25: not measured" in page and "MISSED" not in page
 
 
 @pytest.mark.slow  # ~20 min: the whole demo, as `make demo` runs it

@@ -134,7 +134,8 @@ def text_to_image(pipe: SeedX, rows: list[dict], side: int, sampler: SamplerConf
             shown = [images[r]] if r in images else []
             samples.append(Sample("text_to_image", shown + [_drawn(scene, side)], row["caption"],
                                   ", ".join(f"{d.colour} {d.shape} at {d.cell[1]} {d.cell[0]}" for d in found)
-                                  or "(no image or nothing found)", "left: generated, right: the caption's scene", ok))
+                                  or "(no image or nothing found)", "left: generated, right: the caption's scene"
+                                  if shown else "the caption's scene (the model drew no image)", ok))
     return {"t2i/colour": _mean(colour), "t2i/position": _mean(position), "t2i/object": _mean(obj),
             "t2i/count": _mean(count), "t2i/images_drawn": len(drawn) / max(len(rows), 1)}, samples
 
@@ -169,7 +170,8 @@ def editing(pipe: SeedX, rows: list[dict], side: int, sampler: SamplerConfig, se
         if r < keep:
             shown = [_drawn(source, side)] + ([image] if image is not None else []) + [_drawn(target, side)]
             samples.append(Sample("edit", shown, instruction, turn.text or "(no image)",
-                                  "source, edited by the model, the intended target", ok))
+                                  "source, edited by the model, the intended target" if image is not None
+                                  else "source, the intended target (the model drew no image)", ok))
         progress.step(r + 1, len(rows), "edits")
     return {"edit/success": _mean(success), "edit/preservation_psnr": _mean(preserved)}, samples
 

@@ -78,9 +78,12 @@ def _verdict(name: str, value: float, metrics: dict) -> str:
     if name not in TARGETS:
         return ""
     op, target = TARGETS[name]
+    if not math.isfinite(value):
+        return f"target {html.escape(op)} {target:g}: not measured (nothing to score)"
     shown = [(k, metrics[k]) for k in DETAILS.get(name, ()) if isinstance(metrics.get(k), float)
              and math.isfinite(metrics[k])]
-    detail = ", ".join(f"{k.split('/', 1)[1]} {v:.2f}" for k, v in shown)
+    family = name.split("/", 1)[0]
+    detail = ", ".join(f"{k.split('/', 1)[1] if k.startswith(family + '/') else k} {v:.2f}" for k, v in shown)
     if shown and not met(name, value) and name == "vqa/accuracy":
         weakest = min(shown, key=lambda kv: kv[1])[0].split("/", 1)[1]
         detail += f"; weakest: {weakest}"

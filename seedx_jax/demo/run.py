@@ -148,6 +148,9 @@ def run_demo(out: str, opts: DemoOptions = DemoOptions(), progress: Progress | N
         metrics["seconds"] = round(time.perf_counter() - start, 1)
         notes = [f"{opts.train_scenes} training scenes, {opts.test_scenes} held-out scenes, seed {opts.seed}, "
                  f"{jax.device_count()} {jax.devices()[0].platform} device(s), {metrics['seconds']:.0f} s in all"]
+        if opts.max_steps:
+            notes.insert(0, f"QUICK SMOKE RUN: at most {opts.max_steps} steps per stage; the figures say nothing "
+                            "about the model (the full run: python -m seedx_jax.demo without --quick)")
         report.write_report(root, metrics, curves, samples, notes)
         write_marker(root, KIND, seed=opts.seed, options=dataclasses.asdict(opts))
         for part in ("vit", "detok_init", "detok_stage1", "detok_stage2", "agent_i", "agent_edit"):
