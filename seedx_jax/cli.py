@@ -161,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(edit, decodes=True, renders=True)
     edit.add_argument("--image", required=True, type=paths.argument, action=_Once, help="the image to edit")
     edit.add_argument("--prompt", required=True, action=_Once, help="editing instruction")
-    rec = sub.add_parser("reconstruct", help="image -> ViT features -> de-tokenizer -> image (each --image in turn; bad inputs skipped)")
+    rec = sub.add_parser("reconstruct", help="image -> ViT features -> de-tokenizer -> image (each --image in turn; "
+                                             "bad inputs skipped)")
     _add_common(rec, decodes=False, renders=True)
     rec.add_argument("--image", action="append", required=True, type=paths.argument, help="input image (repeatable)")
     # listed here for --help and the unknown-command message; main() hands them to seedx_jax.convert.cli

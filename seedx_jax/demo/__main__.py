@@ -19,10 +19,12 @@ MAX_SCENES = 1_000_000
 
 def main(argv=None) -> int:
     parser = ArgumentParser(prog="python -m seedx_jax.demo", description=__doc__)
-    parser.add_argument("--out", default="demo_report", help="report folder, created when the run succeeds (default: demo_report)")
+    parser.add_argument("--out", default="demo_report",
+                        help="report folder, created when the run succeeds (default: demo_report)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier demo report in --out")
     parser.add_argument("--seed", type=int, default=0, help="world, initialisation and data-order seed, in [0, 2**31)")
-    parser.add_argument("--quick", action="store_true", help="a few steps of everything: a smoke test of several minutes whose figures mean nothing")
+    parser.add_argument("--quick", action="store_true",
+                        help="a few steps of everything: a smoke test of several minutes whose figures mean nothing")
     parser.add_argument("--train-scenes", type=int, help="training scenes (default 3000; quick 48)")
     parser.add_argument("--test-scenes", type=int, help="held-out scenes (default 100; quick 3)")
     args = parser.parse_args(argv)

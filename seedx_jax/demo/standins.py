@@ -22,10 +22,12 @@ import optax
 from flax import nnx
 
 from seedx_jax.data.examples import square_crop
+from seedx_jax.demo.analyse import analyse, same_objects
+from seedx_jax.detokenizer.model import to_uint8
 from seedx_jax.diffusion.vae import AutoencoderKL, VAEConfig
 from seedx_jax.progress import Progress
 from seedx_jax.vision.anyres import image_transform
-from seedx_jax.vision.vit import QwenViT, VisionConfig
+from seedx_jax.vision.vit import QwenViT
 from seedx_jax.demo.world import GENERATION_ASPECTS, WorldConfig, render, sample_scene
 
 LOGVAR_INIT = -10.0
@@ -157,9 +159,6 @@ def score_vae(vae: AutoencoderKL, resolution: int, *, seed: int, images: int = 6
     """Held-out round trips (encode -> latent mean -> decode) of square scenes: PSNR, and the fraction
     whose (colour, 3 x 3 cell) objects the analyser reads back unchanged - the ceiling of every image
     the de-tokenizer draws."""
-    from seedx_jax.demo.analyse import analyse, same_objects  # the analyser imports scipy: only here
-    from seedx_jax.detokenizer.model import to_uint8
-
     scenes = [sample_scene(random.Random(f"{seed}-vae-score-{i}"), world, GENERATION_ASPECTS) for i in range(images)]
     batch = np.stack([square_crop(render(s), resolution) for s in scenes])
     recon = to_uint8(nnx.jit(lambda v, x: v.decode(v.encode(x)[0]))(vae, jnp.asarray(batch)))

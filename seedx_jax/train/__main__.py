@@ -62,9 +62,9 @@ def main(argv) -> int:
         return 0
     if result.step > result.start:
         print(f"seedx_jax.train: interrupted (Ctrl-C) at step {result.step}; checkpoint saved in {checkpoints}; "
-              f"rerun the same command to resume", file=sys.stderr)
+              "rerun the same command to resume", file=sys.stderr)
     else:
-        print(f"seedx_jax.train: interrupted (Ctrl-C) before the first step of this run; nothing saved"
+        print("seedx_jax.train: interrupted (Ctrl-C) before the first step of this run; nothing saved"
               + (f"; rerun the same command to resume from step {result.start}" if result.start else ""),
               file=sys.stderr)
     return INTERRUPTED
