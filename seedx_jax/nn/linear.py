@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from seedx_jax.nn.dropout import dropout
+
 
 @dataclasses.dataclass(frozen=True)
 class LoraSpec:
@@ -66,7 +68,9 @@ class Linear(nnx.Module):
             )
 
     def __call__(self, x: jax.Array, dropout_rng: jax.Array | None = None) -> jax.Array:
-        """x `[..., in]` -> `[..., out]` in `self.dtype`. `dropout_rng=None` means no LoRA dropout."""
+        """x `[..., in]` -> `[..., out]` in `self.dtype`. `dropout_rng=None` means no LoRA dropout; with a key,
+        the LoRA branch reads `nn.dropout.dropout(x)` (its own mask per layer, as peft's per-adapter
+        `nn.Dropout`)."""
         lead = x.shape[:-1]
         # 2-D matmuls: XLA:CPU computes the kernel gradient of a [B, T, in] input ~2x slower.
         x = x.reshape(-1, x.shape[-1]).astype(self.dtype)
@@ -76,8 +80,7 @@ class Linear(nnx.Module):
         if self.lora is not None and not self.lora_merged:
             h = x
             if dropout_rng is not None and self.lora.dropout > 0.0:
-                keep = jax.random.bernoulli(dropout_rng, 1.0 - self.lora.dropout, h.shape)
-                h = jnp.where(keep, h / (1.0 - self.lora.dropout), 0.0).astype(self.dtype)
+                h = dropout(h, self.lora.dropout, dropout_rng)
             delta = (h @ self.lora_a[...].astype(self.dtype)) @ self.lora_b[...].astype(self.dtype)
             y = y + delta * self.lora.scaling
         return y.reshape(*lead, y.shape[-1])
