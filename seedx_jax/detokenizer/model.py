@@ -9,6 +9,9 @@ of the condition image WITHOUT the scaling factor, with 3-way guidance (as offic
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -17,9 +20,12 @@ from flax import nnx
 
 from seedx_jax.config_base import ConfigBase
 from seedx_jax.detokenizer.resampler_xl import ResamplerXL, ResamplerXLConfig
-from seedx_jax.diffusion.sampling import Conditioning, SamplerConfig, check_seed, sample_latents, user_array
+from seedx_jax.diffusion import sampling
+from seedx_jax.diffusion.sampling import (Conditioning, SamplerConfig, SamplerTables, check_seed, draw_noise,
+                                          guidance_mode, sampler_tables, user_array)
 from seedx_jax.diffusion.unet import UNet2DConditionModel, UNetConfig
 from seedx_jax.diffusion.vae import AutoencoderKL, VAEConfig
+from seedx_jax.nn.bound import GraphSpec, bind
 from seedx_jax.numerics import nonfinite_counts
 from seedx_jax.vision.encode import check_views
 from seedx_jax.vision.features import vit_down
@@ -66,7 +72,8 @@ def negative_features(vit: QwenViT, *, pooled: bool = True) -> jax.Array:
     """The guidance negative: ViT of an all-zero normalised image `[1, 64 or 256, output_dim]` float32.
 
     `pooled=True` (path A, features regressed by the LLM) applies `vit_down` to 64 tokens; path B
-    (reconstructing an image's own ViT features) uses all 256 (as the official scripts).
+    (reconstructing an image's own ViT features) uses all 256 (as the official scripts). A constant
+    of the ViT's weights: computed once and kept until a weight changes.
 
     Raises:
       ValueError: `vit` is not a `QwenViT`, or `pooled` is not a bool.
@@ -74,9 +81,19 @@ def negative_features(vit: QwenViT, *, pooled: bool = True) -> jax.Array:
     _check_vit(vit)
     if not isinstance(pooled, bool):
         raise ValueError(f"pooled={pooled!r} must be True or False")
-    s = vit.config.image_size
-    feats = _vit_forward(vit, jnp.zeros((1, s, s, 3), jnp.float32))
-    return vit_down(feats) if pooled else feats
+    bound = bind(vit)
+    values = bound.values()
+    cached = _NEGATIVES.setdefault(vit, {})
+    weights, features = cached.get(pooled, ((), None))
+    if len(weights) != len(values) or not all(map(operator.is_, weights, values)):
+        s = vit.config.image_size
+        features = _vit_forward(bound.spec, values, np.zeros((1, s, s, 3), np.float32))
+        features = vit_down(features) if pooled else features
+        cached[pooled] = (values, features)
+    return features
+
+
+_NEGATIVES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # vit -> {pooled: (weights, features)}
 
 
 def to_uint8(images: jax.Array) -> np.ndarray:
@@ -110,20 +127,50 @@ def _features(x, name: str, dim: int) -> jax.Array:
     return x
 
 
-_vit_forward = nnx.jit(QwenViT.__call__)  # module level: one compile per view shape, reused across calls
+# Jitted blocks on modules split once (`seedx_jax.nn.bound`). `_generate_images` calls them by
+# module lookup while tracing, so the whole request compiles to one program.
+@functools.partial(jax.jit, static_argnames=("vit",))
+def _vit_forward(vit: GraphSpec, values, images):
+    return vit.merge(values)(images)
+
+
 # The positive and negative features are resampled apart (the official path A stacks them): the
 # ResamplerXL works per sample, and apart they may differ in length and the negative stays 1 row.
-_resample = nnx.jit(ResamplerXL.__call__)
+@functools.partial(jax.jit, static_argnames=("resampler",))
+def _resample(resampler: GraphSpec, values, features):
+    return resampler.merge(values)(features)
 
 
-@nnx.jit
-def _decode(vae, latents):
-    return vae.decode(latents / vae.config.scaling_factor)
+@functools.partial(jax.jit, static_argnames=("vae",))
+def _decode(vae: GraphSpec, values, latents):
+    model = vae.merge(values)
+    return model.decode(latents / model.config.scaling_factor)
 
 
-@nnx.jit
-def _encode_mean(vae, images):
-    return vae.encode(images)[0]
+@functools.partial(jax.jit, static_argnames=("vae",))
+def _encode_mean(vae: GraphSpec, values, images):
+    return vae.merge(values).encode(images)[0]
+
+
+@functools.partial(jax.jit, static_argnames=("models", "mode", "solver", "edits", "progress"))
+def _generate_images(models, values, features, negative, condition_images, noise, time_ids, tables: SamplerTables,
+                     *, mode, solver, edits, progress):
+    """Resample -> (stage 2) condition latent -> the sampling loop -> VAE decode, one dispatch.
+    `models` / `values`: the (resampler, unet, vae) specs and arrays."""
+    resampler, unet, vae = models
+    r_values, u_values, v_values = values
+    n = features.shape[0]
+    pos_embeds, pos_pooled = _resample(resampler, r_values, features)
+    neg_embeds, neg_pooled = (jnp.broadcast_to(x, (n, *x.shape[1:])) for x in _resample(resampler, r_values, negative))
+    cond_latents = None
+    if condition_images is not None:  # posterior mean, no scaling factor (as official)
+        cond_latents = _encode_mean(vae, v_values, 2 * condition_images - 1)
+    elif edits:
+        cond_latents = jnp.zeros_like(noise)
+    latents = sampling._denoise(unet, u_values, noise, Conditioning(pos_embeds, pos_pooled, time_ids),
+                                Conditioning(neg_embeds, neg_pooled, time_ids), cond_latents, tables, mode=mode,
+                                solver=solver, progress=progress)
+    return _decode(vae, v_values, latents)
 
 
 class Detokenizer(nnx.Module):
@@ -187,19 +234,16 @@ class Detokenizer(nnx.Module):
         return self._generate(features, negative, height, width, sampler, condition_images, noise, seed, progress)
 
     def _generate(self, features, negative, height, width, sampler, condition_images, noise, seed, progress):
-        n = features.shape[0]
-        pos_embeds, pos_pooled = _resample(self.resampler, features)
-        neg_embeds, neg_pooled = (jnp.broadcast_to(x, (n, *x.shape[1:])) for x in _resample(self.resampler, negative))
-        time_ids = jnp.tile(jnp.asarray([[height, width, 0, 0, height, width]], jnp.float32), (n, 1))
-        cond_latents = None
-        if condition_images is not None:  # posterior mean, no scaling factor (as official)
-            cond_latents = _encode_mean(self.vae, 2 * condition_images - 1)
-        f = self.config.vae.downsample_factor
-        latents = sample_latents(self.unet, Conditioning(pos_embeds, pos_pooled, time_ids),
-                                 Conditioning(neg_embeds, neg_pooled, time_ids), config=sampler, noise=noise,
-                                 latent_size=(height // f, width // f), seed=seed, cond_latents=cond_latents,
-                                 progress=progress)
-        return _decode(self.vae, latents)
+        cfg, n = self.config, features.shape[0]
+        f = cfg.vae.downsample_factor
+        bound = [bind(m) for m in (self.resampler, self.unet, self.vae)]
+        time_ids = np.tile(np.asarray([[height, width, 0, 0, height, width]], np.float32), (n, 1))
+        if noise is None:
+            noise = draw_noise(seed, (n, height // f, width // f, cfg.unet.out_channels))
+        return _generate_images(tuple(b.spec for b in bound), [b.values() for b in bound], features, negative,
+                                condition_images, noise, time_ids, sampler_tables(sampler),
+                                mode=guidance_mode(sampler, cfg.edits), solver=sampler.solver, edits=cfg.edits,
+                                progress=progress)
 
     def reconstruct(self, vit: QwenViT, images: jax.Array, *, height: int = 1024, width: int = 1024,
                     sampler: SamplerConfig = SamplerConfig(), condition_images: jax.Array | None = None,
@@ -221,6 +265,7 @@ class Detokenizer(nnx.Module):
         views = check_views(images, vit.config.patch_size, "images")
         condition_images, noise = self._check_request(len(views), height, width, sampler, condition_images, noise,
                                                       seed)
-        features = _vit_forward(vit, jnp.asarray(views))
+        bound = bind(vit)
+        features = _vit_forward(bound.spec, bound.values(), views)
         return self._generate(features, negative_features(vit, pooled=False), height, width, sampler,
                               condition_images, noise, seed, progress)

@@ -17,13 +17,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from seedx_jax.config_base import ConfigBase
 from seedx_jax.diffusion.guidance import classifier_free_guidance, edit_guidance
 from seedx_jax.diffusion.schedulers import (SOLVERS, NoiseScheduleConfig, dpmpp_2m_step, euler_step, make_schedule,
                                             scale_model_input)
 from seedx_jax.diffusion.unet import UNet2DConditionModel
+from seedx_jax.nn.bound import GraphSpec, bind
 from seedx_jax.numerics import nonfinite_counts
 from seedx_jax.progress import report_step
 
@@ -108,14 +108,58 @@ def _latent_size(size) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
+def guidance_mode(config: SamplerConfig, stage2: bool) -> str:
+    """"none" | "cfg" (stage 1, guidance_scale > 1) | "edit" (stage 2, guidance_scale > 1 and
+    image_guidance_scale >= 1), as diffusers' pipelines decide it on the host."""
+    if stage2:
+        return "edit" if config.guidance_scale > 1 and config.image_guidance_scale >= 1 else "none"
+    return "cfg" if config.guidance_scale > 1 else "none"
+
+
+class SamplerTables(NamedTuple):
+    """A `SamplerConfig`'s constants as device arrays: timesteps `[n]`, sigmas `[n + 1]`, and the
+    scalars init_noise_sigma, final_scale, guidance scales `[2]` (float32). Arrays, not static
+    arguments: another guidance scale or noise schedule of the same step count reuses the compiled loop."""
+
+    timesteps: jax.Array
+    sigmas: jax.Array
+    init_noise_sigma: jax.Array
+    final_scale: jax.Array
+    scales: jax.Array
+
+
+@functools.lru_cache(maxsize=64)
+def sampler_tables(config: SamplerConfig) -> SamplerTables:
+    """The schedule of `config`, computed and transferred once per config (configs are frozen)."""
+    s = make_schedule(config.solver, config.schedule, config.num_steps)
+    return SamplerTables(*(jnp.asarray(np.asarray(x, np.float32)) for x in (
+        s.timesteps, s.sigmas, s.init_noise_sigma, s.final_scale,
+        (config.guidance_scale, config.image_guidance_scale))))
+
+
 def _cat(*conds: Conditioning) -> Conditioning:
     return Conditioning(*(jnp.concatenate(parts, axis=0) for parts in zip(*conds)))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "mode", "solver", "progress"), donate_argnames=("latents",))
-def _denoise(graphdef, state, latents, timesteps, sigmas, cond: Conditioning, cond_latents, scales, *,
-             mode: str, solver: str, progress: bool):
+def draw_noise(seed: int, shape: tuple[int, ...]) -> jax.Array:
+    """Standard normal float32 `shape` from `seed`, drawn on its own: inside a larger program XLA may
+    round it differently, and a seed must give the same noise as `jax.random.normal` everywhere."""
+    return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("unet", "mode", "solver", "progress"))
+def _denoise(unet: GraphSpec, unet_values, noise, positive: Conditioning, negative: Conditioning | None,
+             cond_latents, tables: SamplerTables, *, mode: str, solver: str, progress: bool):
+    """The whole loop: noise `[B, h, w, 4]` -> final latents. `unet` rebuilds the U-Net from
+    `unet_values` (`seedx_jax.nn.bound`); stage 2 when `cond_latents` `[B, h, w, 4]` is given.
+    Every host decision (mode, solver) is static."""
+    cond = {"none": lambda: positive, "cfg": lambda: _cat(negative, positive),
+            "edit": lambda: _cat(positive, negative, negative)}[mode]()
+    if mode == "edit":
+        cond_latents = jnp.concatenate([cond_latents, cond_latents, jnp.zeros_like(cond_latents)], axis=0)
+    model = unet.merge(unet_values)
     branches = {"none": 1, "cfg": 2, "edit": 3}[mode]
+    timesteps, sigmas, scales = tables.timesteps, tables.sigmas, tables.scales
     n = timesteps.shape[0]
 
     def body(i, carry):
@@ -124,8 +168,7 @@ def _denoise(graphdef, state, latents, timesteps, sigmas, cond: Conditioning, co
         model_in = jnp.concatenate([scale_model_input(x, sigma)] * branches, axis=0)
         if cond_latents is not None:
             model_in = jnp.concatenate([model_in, cond_latents], axis=-1)
-        unet = nnx.merge(graphdef, state)
-        eps = unet(model_in, timesteps[i], cond.context, cond.pooled, cond.time_ids).astype(jnp.float32)
+        eps = model(model_in, timesteps[i], cond.context, cond.pooled, cond.time_ids).astype(jnp.float32)
         if mode == "cfg":
             eps_neg, eps_pos = jnp.split(eps, 2)
             eps = classifier_free_guidance(eps_neg, eps_pos, scales[0])
@@ -139,8 +182,9 @@ def _denoise(graphdef, state, latents, timesteps, sigmas, cond: Conditioning, co
             report_step(i + 1, n, "denoising steps")
         return x_next, x - sigma * eps
 
+    latents = noise.astype(jnp.float32) * tables.init_noise_sigma
     x, _ = jax.lax.fori_loop(0, n, body, (latents, jnp.zeros_like(latents)))
-    return x
+    return x * tables.final_scale
 
 
 def sample_latents(unet: UNet2DConditionModel, positive: Conditioning, negative: Conditioning | None = None, *,
@@ -197,25 +241,13 @@ def sample_latents(unet: UNet2DConditionModel, positive: Conditioning, negative:
         if tuple(cond_latents.shape) != shape:
             raise ValueError(f"cond_latents must be {shape} like the noise, got {tuple(cond_latents.shape)}")
     elif stage2:
-        cond_latents = jnp.zeros(shape, jnp.float32)
+        cond_latents = np.zeros(shape, np.float32)
 
-    if stage2:
-        mode = "edit" if config.guidance_scale > 1 and config.image_guidance_scale >= 1 else "none"
-    else:
-        mode = "cfg" if config.guidance_scale > 1 else "none"
+    mode = guidance_mode(config, stage2)
     if mode != "none" and negative is None:
         raise ValueError(f"guidance_scale={config.guidance_scale} needs `negative` conditioning (or guidance_scale=1)")
-    cond = {"none": lambda: positive, "cfg": lambda: _cat(negative, positive),
-            "edit": lambda: _cat(positive, negative, negative)}[mode]()
-    if mode == "edit":
-        cond_latents = jnp.concatenate([cond_latents, cond_latents, jnp.zeros_like(cond_latents)], axis=0)
-
     if noise is None:
-        noise = jax.random.normal(jax.random.key(seed), shape, jnp.float32)
-    schedule = make_schedule(config.solver, config.schedule, config.num_steps)
-    latents = noise * schedule.init_noise_sigma
-    graphdef, state = nnx.split(unet)
-    scales = jnp.asarray([config.guidance_scale, config.image_guidance_scale], jnp.float32)
-    x = _denoise(graphdef, state, latents, jnp.asarray(schedule.timesteps), jnp.asarray(schedule.sigmas), cond,
-                 cond_latents, scales, mode=mode, solver=config.solver, progress=progress)
-    return x * schedule.final_scale
+        noise = draw_noise(seed, shape)
+    bound = bind(unet)
+    return _denoise(bound.spec, bound.values(), noise, positive, negative, cond_latents, sampler_tables(config),
+                    mode=mode, solver=config.solver, progress=progress)

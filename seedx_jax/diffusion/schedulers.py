@@ -15,6 +15,7 @@ vectorised sqrt (SLEEF) is not correctly rounded, so torch itself differs across
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -155,11 +156,17 @@ def dpm_solver_schedule(cfg: NoiseScheduleConfig, num_steps: int) -> Schedule:
     return Schedule("dpmpp_2m", timesteps.astype(np.float32), sigmas, float(np.sqrt(np.float64(sigmas[0]) ** 2 + 1)))
 
 
+@functools.lru_cache(maxsize=64)
 def make_schedule(solver: str, cfg: NoiseScheduleConfig, num_steps: int) -> Schedule:
+    """The schedule of `solver` (one of SOLVERS), computed once per arguments (the result is shared:
+    its arrays are read-only). Raises ValueError for an unknown solver or the solver's own limits."""
     builders = {"euler": euler_schedule, "ddim": ddim_schedule, "dpmpp_2m": dpm_solver_schedule}
     if solver not in builders:
         raise ValueError(f"solver={solver!r} is not one of {SOLVERS}")
-    return builders[solver](cfg, num_steps)
+    schedule = builders[solver](cfg, num_steps)
+    for table in (schedule.timesteps, schedule.sigmas):
+        table.flags.writeable = False
+    return schedule
 
 
 def scale_model_input(sample: jax.Array, sigma: jax.Array) -> jax.Array:

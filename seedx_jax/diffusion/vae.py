@@ -7,6 +7,7 @@ and divide before `decode`. SEED-X's stage-2 condition latent is the posterior m
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Mapping
 
 import jax
@@ -17,6 +18,7 @@ from seedx_jax.config_base import ConfigBase
 from seedx_jax.diffusion.blocks import Downsample2D, ResnetBlock2D, SpatialSelfAttention, Upsample2D
 from seedx_jax.diffusion.diffusers_config import read_options
 from seedx_jax.nn import Conv2d, GroupNorm
+from seedx_jax.nn.bound import GraphSpec, bind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,8 +206,9 @@ class AutoencoderKL(nnx.Module):
         tile_px = tile_latent_size * f
         blend, keep = int(tile_px * overlap), tile_px - int(tile_px * overlap)
         h, w = latents.shape[1:3]
-        rows = [[_jit_decode(self, latents[:, i:i + tile_latent_size, j:j + tile_latent_size]) for j in range(0, w, stride)]
-                for i in range(0, h, stride)]
+        bound = bind(self)
+        rows = [[_jit_decode(bound.spec, bound.values(), latents[:, i:i + tile_latent_size, j:j + tile_latent_size])
+                 for j in range(0, w, stride)] for i in range(0, h, stride)]
         out_rows = []
         for i, row in enumerate(rows):
             for j in range(len(row)):  # blended tiles replace the originals, as diffusers does in place
@@ -217,7 +220,9 @@ class AutoencoderKL(nnx.Module):
         return jnp.concatenate(out_rows, axis=1)
 
 
-_jit_decode = nnx.jit(AutoencoderKL.decode)  # module level: compiled tile shapes are reused across calls
+@functools.partial(jax.jit, static_argnames=("vae",))  # module level: compiled tile shapes are reused across calls
+def _jit_decode(vae: GraphSpec, values, latents):
+    return vae.merge(values).decode(latents)
 
 
 def _blend(prev: jax.Array, tile: jax.Array, extent: int, axis: int) -> jax.Array:

@@ -13,8 +13,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
+from seedx_jax.nn.bound import bind
 from seedx_jax.numerics import nonfinite_counts
 from seedx_jax.vision.anyres import AnyResImage
 from seedx_jax.vision.vit import QwenViT
@@ -55,12 +55,13 @@ class ViewEncoder:
         self.buckets = tuple(sorted(set(buckets)))
         self.patch_size = vit.config.patch_size
         self.traces = 0  # programs compiled so far (one trace per (bucket, resolution))
-        graphdef, self._state = nnx.split(vit)
+        self._vit = bind(vit)
 
-        def run(state, views):
+        def run(values, views):
             self.traces += 1
-            return nnx.merge(graphdef, state)(views)
+            return spec.merge(values)(views)
 
+        spec = self._vit.spec
         self._run = jax.jit(run)
 
     def __call__(self, views) -> jax.Array:
@@ -72,7 +73,7 @@ class ViewEncoder:
             chunk = views[start:start + largest]
             size = self.buckets[bisect.bisect_left(self.buckets, chunk.shape[0])]
             padded = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), np.float32)])
-            outputs.append(self._run(self._state, jnp.asarray(padded))[:len(chunk)])
+            outputs.append(self._run(self._vit.values(), padded)[:len(chunk)])
         return outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs)
 
     def encode_images(self, images: Sequence[AnyResImage]) -> list[jax.Array]:
