@@ -13,6 +13,7 @@ tokens and `</img>` are set to `suppress_value`. Differences from the official p
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import NamedTuple, Sequence
 
 import jax
@@ -23,7 +24,7 @@ from flax import nnx
 from seedx_jax import tokens as T
 from seedx_jax.agent.model import SeedXAgent
 from seedx_jax.agent.tokenizer import SeedXTokenizer
-from seedx_jax.llama.generate import Sampling, generate
+from seedx_jax.llama.generate import Sampling, check_generate_args, decode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,14 +63,67 @@ class AgentGeneration(NamedTuple):
     image_token_ends: list[list[int]]  # per row: generated index of each image's `</img>`
 
 
-@nnx.jit
-def _embed(agent, input_ids, ids_cmp_mask, cmp_features, cmp_positions):
-    return agent.embed(input_ids, ids_cmp_mask, cmp_features, cmp_positions)
+class AgentGenerator:
+    """`generate_agent` for one agent, split once: each call runs one compiled program (embedding, prefill and
+    decoding together) and, when images were drawn, one for the output resampler; no module-tree walk.
+    Holds the weights as they were at construction (rebuild it after changing them)."""
+
+    def __init__(self, agent: SeedXAgent):
+        self.config = agent.config
+        graphdef, self.state = nnx.split(agent)
+        self._run, self._regress = _compiled_for(graphdef)
+
+    def __call__(self, prompt_ids, *, max_new_tokens: int, forcing: ImageTokenForcing,
+                 stop_token_ids: Sequence[int], prompt_lengths=None, ids_cmp_mask=None, cmp_features=None,
+                 cmp_positions=None, sampling: Sampling = Sampling(), seed: int = 0, pad_token_id: int = 0,
+                 progress: bool = False) -> AgentGeneration:
+        """As `generate_agent`."""
+        n = self.config.num_image_tokens
+        if forcing.num_image_tokens != n:
+            raise ValueError(f"forcing span has {forcing.num_image_tokens} image tokens, the agent uses {n}")
+        prompt_ids, lengths = check_generate_args(self.config.llm, prompt_ids, max_new_tokens, prompt_lengths,
+                                                  None, stop_token_ids, pad_token_id)
+        images = (None,) * 3
+        if cmp_features is not None:
+            if ids_cmp_mask is None:
+                raise ValueError("cmp_features need ids_cmp_mask (the placeholder positions)")
+            images = (np.asarray(ids_cmp_mask), np.asarray(cmp_features), cmp_positions)
+            if images[0].sum() != len(images[1]) * n:  # checked here: inside the program the mask is traced
+                raise ValueError(f"ids_cmp_mask marks {images[0].sum()} positions but {len(images[1])} images x {n} "
+                                 f"tokens need {len(images[1]) * n}")
+        out = self._run(self.state, prompt_ids.astype(np.int32), lengths.astype(np.int32), *images,
+                        jax.random.key(seed), max_new_tokens, tuple(int(i) for i in stop_token_ids),
+                        int(pad_token_id), sampling, forcing, True, progress)
+        tokens, counts = np.asarray(out.tokens), np.asarray(out.num_tokens)
+        ends = [[e for e in range(n, int(c)) if tokens[row, e] == forcing.span[-1]] for row, c in enumerate(counts)]
+        spans = [(row, e) for row, row_ends in enumerate(ends) for e in row_ends]
+        feats = np.zeros((0, n, self.config.feature_dim), np.float32)
+        if spans:  # H[e - n : e]: the states whose inputs were image tokens 0..n-1 (as official)
+            hidden = jnp.stack([out.hidden_states[row, e - n:e] for row, e in spans])
+            feats = np.asarray(self._regress(self.state, hidden), np.float32)
+        per_row, k = [], 0
+        for row_ends in ends:
+            per_row.append(feats[k:k + len(row_ends)])
+            k += len(row_ends)
+        return AgentGeneration(tokens, counts, per_row, ends)
 
 
-@nnx.jit
-def _regress(agent, hidden):
-    return agent.output_resampler(hidden)
+@functools.lru_cache(maxsize=8)
+def _compiled_for(graphdef):
+    """The jitted (decode, regress) programs of one agent structure, shared by its `AgentGenerator`s; the graph
+    is bound here, not passed as a static argument, so calls do not hash it."""
+    return (jax.jit(functools.partial(_embed_and_decode, graphdef), static_argnums=tuple(range(7, 14))),
+            jax.jit(functools.partial(_regress, graphdef)))
+
+
+def _embed_and_decode(graphdef, state, prompt_ids, lengths, ids_cmp_mask, cmp_features, cmp_positions, *args):
+    agent = nnx.merge(graphdef, state)
+    embeds = agent.embed(prompt_ids, ids_cmp_mask, cmp_features, cmp_positions)
+    return decode(agent.llm, prompt_ids, lengths, embeds, *args)
+
+
+def _regress(graphdef, state, hidden):
+    return nnx.merge(graphdef, state).output_resampler(hidden)
 
 
 def generate_agent(agent: SeedXAgent, prompt_ids, *, max_new_tokens: int, forcing: ImageTokenForcing,
@@ -77,33 +131,18 @@ def generate_agent(agent: SeedXAgent, prompt_ids, *, max_new_tokens: int, forcin
                    cmp_positions=None, sampling: Sampling = Sampling(), seed: int = 0,
                    pad_token_id: int = 0, progress: bool = False) -> AgentGeneration:
     """Right-padded prompts `[B, T]` with the comprehension images of all rows (`cmp_features`
-    `[n, 256, C]` in slot order) -> generated ids and the features of every complete image span."""
-    n = agent.config.num_image_tokens
-    if forcing.num_image_tokens != n:
-        raise ValueError(f"forcing span has {forcing.num_image_tokens} image tokens, the agent uses {n}")
-    prompt_ids = np.asarray(prompt_ids)
-    if prompt_ids.ndim != 2:
-        raise ValueError(f"prompt_ids must be [batch, seq], got shape {prompt_ids.shape}")
-    if cmp_features is None:
-        embeds = _embed(agent, jnp.asarray(prompt_ids), None, None, None)
-    else:
-        embeds = _embed(agent, jnp.asarray(prompt_ids), jnp.asarray(ids_cmp_mask), jnp.asarray(cmp_features),
-                        jnp.asarray(cmp_positions))
-    out = generate(agent.llm, prompt_ids, max_new_tokens, prompt_lengths=prompt_lengths, inputs_embeds=embeds,
-                   stop_token_ids=stop_token_ids, pad_token_id=pad_token_id, sampling=sampling, seed=seed,
-                   logits_processor=forcing, return_hidden=True, progress=progress)
-    tokens, counts = np.asarray(out.tokens), np.asarray(out.num_tokens)
-    ends = [[e for e in range(n, int(c)) if tokens[row, e] == forcing.span[-1]] for row, c in enumerate(counts)]
-    spans = [(row, e) for row, row_ends in enumerate(ends) for e in row_ends]
-    feats = np.zeros((0, n, agent.config.feature_dim), np.float32)
-    if spans:  # H[e - n : e]: the states whose inputs were image tokens 0..n-1 (as official)
-        hidden = jnp.stack([out.hidden_states[row, e - n:e] for row, e in spans])
-        feats = np.asarray(_regress(agent, hidden), np.float32)
-    per_row, k = [], 0
-    for row_ends in ends:
-        per_row.append(feats[k:k + len(row_ends)])
-        k += len(row_ends)
-    return AgentGeneration(tokens, counts, per_row, ends)
+    `[n, 256, C]` in slot order) -> generated ids and the features of every complete image span.
+
+    Splits the agent on every call: repeated calls keep an `AgentGenerator`.
+
+    Raises:
+      ValueError: a forcing span of another image-token count, a bad prompt (`check_generate_args`), an image
+        mask that does not mark 64 slots per image.
+    """
+    return AgentGenerator(agent)(prompt_ids, max_new_tokens=max_new_tokens, forcing=forcing,
+                                 stop_token_ids=stop_token_ids, prompt_lengths=prompt_lengths,
+                                 ids_cmp_mask=ids_cmp_mask, cmp_features=cmp_features, cmp_positions=cmp_positions,
+                                 sampling=sampling, seed=seed, pad_token_id=pad_token_id, progress=progress)
 
 
 def generated_text(tokenizer: SeedXTokenizer, ids: Sequence[int], forcing: ImageTokenForcing) -> str:

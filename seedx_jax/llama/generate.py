@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from seedx_jax.llama.kv_cache import KVCache
+from seedx_jax.llama.config import LlamaConfig
 from seedx_jax.llama.model import LlamaForCausalLM, check_token_ids
 from seedx_jax.progress import report_step
 
@@ -68,18 +68,15 @@ class GenerateOutput(NamedTuple):
     hidden_states: jax.Array | None = None
 
 
-def generate(model: LlamaForCausalLM, prompt_ids, max_new_tokens: int, *, prompt_lengths=None,
-             inputs_embeds=None, stop_token_ids: Sequence[int] = (), pad_token_id: int = 0,
-             sampling: Sampling = Sampling(), seed: int = 0, logits_processor: LogitsProcessor | None = None,
-             return_hidden: bool = False, progress: bool = False) -> GenerateOutput:
-    """Decode right-padded prompts `[B, T]` (`prompt_lengths` `[B]`, default T).
+def check_generate_args(cfg: LlamaConfig, prompt_ids, max_new_tokens: int, prompt_lengths=None,
+                        inputs_embeds=None, stop_token_ids: Sequence[int] = (),
+                        pad_token_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Host-side checks of a decode request (no device work) -> (prompt_ids `[B, T]`, prompt_lengths `[B]`).
 
-    Row b continues from position `prompt_lengths[b]` and stops after emitting a stop token.
-    `inputs_embeds` `[B, T, D]` replaces the prompt's token embeddings in the prefill (the ids are
-    still what `logits_processor` sees as the last token). `progress`: report every 16th token to the
-    active `seedx_jax.progress` reporter.
+    Raises:
+      ValueError: a prompt that is not `[B, T >= 1]`, lengths outside [1, T], max_new_tokens < 1, prompt +
+        max_new_tokens beyond the context, inputs_embeds not `[B, T, D]`, ids outside the vocabulary.
     """
-    cfg = model.config
     prompt_ids = np.asarray(prompt_ids)
     if prompt_ids.ndim != 2 or prompt_ids.shape[1] == 0:
         raise ValueError(f"prompt_ids must be [batch, seq] with seq >= 1, got shape {prompt_ids.shape}")
@@ -97,24 +94,69 @@ def generate(model: LlamaForCausalLM, prompt_ids, max_new_tokens: int, *, prompt
     check_token_ids(prompt_ids, cfg.vocab_size, "prompt_ids")
     for name, ids in (("stop_token_ids", list(stop_token_ids)), ("pad_token_id", [pad_token_id])):
         check_token_ids(np.asarray(ids, np.int64), cfg.vocab_size, name)
-    graphdef, state = nnx.split(model)
-    return _generate(graphdef, state, jnp.asarray(prompt_ids, jnp.int32), jnp.asarray(lengths, jnp.int32),
-                     inputs_embeds, jax.random.key(seed), max_new_tokens, tuple(int(s) for s in stop_token_ids),
-                     int(pad_token_id), sampling, logits_processor, return_hidden, progress)
+    return prompt_ids, lengths
 
 
-@functools.partial(jax.jit, static_argnums=(0, 6, 7, 8, 9, 10, 11, 12))
-def _generate(graphdef, state, prompt_ids, lengths, inputs_embeds, key, max_new_tokens, stop_ids, pad_id,
-              sampling, processor, return_hidden, progress):
-    model = nnx.merge(graphdef, state)
+class Generator:
+    """`generate` for one model, split once: each call pays the argument checks and one compiled-program
+    dispatch, no module-tree walk. Holds the weights as they were at construction (rebuild it after changing
+    them)."""
+
+    def __init__(self, model: LlamaForCausalLM):
+        self.config = model.config
+        graphdef, self.state = nnx.split(model)
+        self._run = _compiled_for(graphdef)
+
+    def __call__(self, prompt_ids, max_new_tokens: int, *, prompt_lengths=None, inputs_embeds=None,
+                 stop_token_ids: Sequence[int] = (), pad_token_id: int = 0, sampling: Sampling = Sampling(),
+                 seed: int = 0, logits_processor: LogitsProcessor | None = None, return_hidden: bool = False,
+                 progress: bool = False) -> GenerateOutput:
+        """As `generate`."""
+        prompt_ids, lengths = check_generate_args(self.config, prompt_ids, max_new_tokens, prompt_lengths,
+                                                  inputs_embeds, stop_token_ids, pad_token_id)
+        return self._run(self.state, prompt_ids.astype(np.int32), lengths.astype(np.int32), inputs_embeds,
+                         jax.random.key(seed), max_new_tokens, tuple(int(i) for i in stop_token_ids),
+                         int(pad_token_id), sampling, logits_processor, return_hidden, progress)
+
+
+def generate(model: LlamaForCausalLM, prompt_ids, max_new_tokens: int, **kwargs) -> GenerateOutput:
+    """Decode right-padded prompts `[B, T]` (`prompt_lengths` `[B]`, default T).
+
+    Row b continues from position `prompt_lengths[b]` and stops after emitting a stop token.
+    `inputs_embeds` `[B, T, D]` replaces the prompt's token embeddings in the prefill (the ids are
+    still what `logits_processor` sees as the last token). `progress`: report every 16th token to the
+    active `seedx_jax.progress` reporter. The keyword arguments are `Generator.__call__`'s. Splits the
+    model on every call: repeated calls keep a `Generator`.
+
+    Raises:
+      ValueError: see `check_generate_args`.
+    """
+    return Generator(model)(prompt_ids, max_new_tokens, **kwargs)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_for(graphdef):
+    """One jitted decode program per model structure (shared by its `Generator`s); the graph is bound here,
+    not passed as a static argument, so calls do not hash it."""
+    return jax.jit(functools.partial(_merge_and_decode, graphdef), static_argnums=tuple(range(5, 12)))
+
+
+def _merge_and_decode(graphdef, state, *args):
+    return decode(nnx.merge(graphdef, state), *args)
+
+
+def decode(model: LlamaForCausalLM, prompt_ids, lengths, inputs_embeds, key, max_new_tokens: int,
+           stop_ids: tuple[int, ...], pad_id: int, sampling: Sampling, processor: LogitsProcessor | None,
+           return_hidden: bool, progress: bool) -> GenerateOutput:
+    """The traced decode program (call inside `jax.jit`): prefill, first token, then a `while_loop` of
+    single-token steps that each read the KV cache once and write one slot per layer."""
     b, t = prompt_ids.shape
     rows = jnp.arange(b)
-    cache = KVCache.init(model.config, b, t + max_new_tokens)
-    positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    max_len = t + max_new_tokens
     if inputs_embeds is None:
-        out = model(prompt_ids, positions=positions, cache=cache, return_logits=False)
+        out = model.prefill(prompt_ids, max_len=max_len)
     else:
-        out = model(inputs_embeds=inputs_embeds, positions=positions, cache=cache, return_logits=False)
+        out = model.prefill(inputs_embeds=inputs_embeds, max_len=max_len)
 
     def pick(logits, last, i):
         logits = logits.astype(jnp.float32)
