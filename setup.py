@@ -15,6 +15,7 @@ RUNTIME = [
     "numpy>=2.0",
     "pillow>=10.0",
     "sentencepiece>=0.2",  # the SEED-X tokenizer
+    "qwix>=0.1.8",  # int8 LLM weights (seedx_jax.quantization); needs flax>=0.12
 ]
 # PyTorch-side packages: weight conversion and parity tests only, never imported by the JAX runtime.
 CONVERT = [

@@ -18,6 +18,7 @@ from ml_collections.config_dict import placeholder
 from seedx_jax.agent.config import AgentConfig
 from seedx_jax.detokenizer.model import DetokenizerConfig
 from seedx_jax.lora import LoraConfig
+from seedx_jax.precision import Precision
 from seedx_jax.train.optim import OptimConfig
 from seedx_jax.vision import anyres
 from seedx_jax.vision.anyres import COMPREHENSION_GRIDS
@@ -86,6 +87,8 @@ def base(stage: str, tiny: bool) -> ml_collections.ConfigDict:
     c.init.vit = ""
     c.tokenizer = ""  # MLLM stages: a tokenizer directory (seedx-jax convert tokenizer)
     c.optim = OptimConfig().to_dict()
+    # compute_dtype 'bfloat16': every part computes in bf16 over fp32 master weights (docs/precision.md)
+    c.precision = Precision().to_dict()
     c.train = ml_collections.ConfigDict(dict(
         steps=20000, accumulation=2, log_every=10, checkpoint_every=1000, keep=3, keep_every=5000,
         # a run stops after max_nonfinite skipped (non-finite) steps in all, or max_consecutive_nonfinite

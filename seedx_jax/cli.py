@@ -33,6 +33,7 @@ from seedx_jax.exits import ArgumentParser, describe, error_line, exit_code, int
 from seedx_jax.llama.generate import Sampling
 from seedx_jax.numerics import NonFiniteError
 from seedx_jax.outputs import OutputFiles
+from seedx_jax.precision import COMPUTE_DTYPES, LLM_WEIGHTS, Precision
 from seedx_jax.progress import Progress, stage_of
 from seedx_jax.vision.image_io import ImageInputError, load_image, load_images
 
@@ -118,6 +119,13 @@ def _add_common(p: argparse.ArgumentParser, *, decodes: bool, renders: bool) -> 
                    help="replace the files of an earlier run with the same --out and --name")
     p.add_argument("--seed", type=_seed, default=None, help="seed for sampling and the initial noise, in [0, 2**32)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--compute-dtype", choices=COMPUTE_DTYPES, default="float32",
+                   help="matmul precision of every model; weights stay fp32 (bfloat16 needs a device with native "
+                        "bf16: AVX-512 BF16 / AMX CPUs, Ampere+ GPUs, TPUs; default float32)")
+    if decodes:
+        p.add_argument("--llm-weights", choices=LLM_WEIGHTS, default="float",
+                       help="int8: weight-only int8 LLM (per-channel scales, qwix) for faster decoding; "
+                            "default float")
     if decodes:
         p.add_argument("--template", choices=("seed_x", "seed_x_i", "seed_x_edit"),
                        help="prompt template (default: the checkpoint's)")
@@ -217,6 +225,7 @@ class Request:
     def _check(self, args, pipe):
         self.args, self.pipe = args, pipe
         command = args.command
+        self.precision = Precision(compute_dtype=args.compute_dtype, llm_weights=getattr(args, "llm_weights", "float"))
         self.seed = {"generate": 0, "chat": 0}.get(command, 42) if args.seed is None else args.seed  # 42: official
         self.max_new_tokens = getattr(args, "max_new_tokens", None) or MAX_NEW_TOKENS.get(command)
         self.sampling = None
@@ -257,7 +266,7 @@ class Request:
 
     def record(self) -> dict:
         args = self.args
-        record = {"template": self.pipe.template.name, "seed": self.seed,
+        record = {"template": self.pipe.template.name, "seed": self.seed, "precision": self.precision.to_dict(),
                   "render": {"solver": args.solver, "steps": args.steps, "guidance_scale": args.guidance_scale,
                              "image_guidance_scale": args.image_guidance_scale, "height": args.height,
                              "width": args.width, "noise": args.noise}}
@@ -337,7 +346,7 @@ def _run(request: Request, files: OutputFiles, record: dict, progress: Progress)
 def _run_steps(request: Request, files: OutputFiles, record: dict, progress: Progress) -> None:
     args, pipe = request.args, request.pipe
     with progress.stage(f"loading the weights of {args.checkpoint}"):
-        pipe.load_weights()
+        pipe.load_weights(precision=request.precision)
     decode_kw = dict(sampling=request.sampling, max_new_tokens=request.max_new_tokens)
     seed = request.seed
     if args.command == "chat":
@@ -426,8 +435,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # usage errors (one line, see exits.ArgumentParser) and --help
         return e.code
-    progress = Progress(quiet=args.quiet)
     name = f"seedx-jax {args.command}"
+    try:
+        Precision(compute_dtype=args.compute_dtype).check_device()
+    except ValueError as e:  # before the checkpoint opens: no model is built on a device that cannot run it
+        return _fail(None, f"{name}: error: --compute-dtype {args.compute_dtype}: {str(e).split(': ', 1)[1]}", 2)
+    progress = Progress(quiet=args.quiet)
     files = None
     start = time.perf_counter()
     try:

@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 
 from seedx_jax import tokens as T
 from seedx_jax.agent.boxes import Box, parse_boxes
-from seedx_jax.agent.generate import ImageTokenForcing, generate_agent, generated_text
+from seedx_jax.agent.generate import AgentGenerator, ImageTokenForcing, generated_text
 from seedx_jax.agent.config import AgentConfig
 from seedx_jax.agent.model import SeedXAgent
 from seedx_jax.agent.prompts import TAG_RE, PromptError, check_user_text, get_template
@@ -31,7 +31,9 @@ from seedx_jax.checkpoint import (KINDS, PIPELINE_PARTS, CheckpointError, load_m
 from seedx_jax.detokenizer.model import Detokenizer, DetokenizerConfig, negative_features, to_uint8
 from seedx_jax.diffusion.sampling import SamplerConfig, check_seed
 from seedx_jax.llama.generate import Sampling
+from seedx_jax.llama.layout import unstack_agent_layers
 from seedx_jax.numerics import check_finite, nonfinite_counts
+from seedx_jax.precision import Precision
 from seedx_jax.progress import Progress, reporting
 from seedx_jax.sharding import Rules
 from seedx_jax.vision.anyres import COMPREHENSION_GRIDS, EDIT_GRIDS, AnyResImage, image_transform, process_anyres
@@ -94,6 +96,7 @@ class SeedX:
         self.progress = progress or Progress(quiet=True)
         self.forcing = ImageTokenForcing.from_tokenizer(tokenizer, acfg.num_image_tokens)
         self.encoder = ViewEncoder(vit) if vit is not None else None
+        self._generator = AgentGenerator(agent) if agent is not None else None  # split once, not per turn
         self._negative = None
         self._dirs: dict[str, str] = {}
 
@@ -118,15 +121,22 @@ class SeedX:
         pipe._dirs = {part: d for part, d in dirs.items() if part != "detokenizer" or has_detokenizer}
         return pipe
 
-    def load_weights(self, *, mesh: Mesh | None = None, rules: Rules | None = None) -> "SeedX":
+    def load_weights(self, *, mesh: Mesh | None = None, rules: Rules | None = None,
+                     precision: Precision | None = None) -> "SeedX":
         """Load the models of a pipeline from `open`; with `mesh`, every parameter is restored straight
-        into its sharding (a model larger than one device's memory)."""
+        into its sharding (a model larger than one device's memory); `precision`: bf16 compute and/or
+        int8 LLM weights (`seedx_jax.precision`)."""
         if self.agent is None:
             self.vit = load_model(self._dirs["vit"], "vit", mesh=mesh, rules=rules)
             self.agent = load_model(self._dirs["agent"], "agent", mesh=mesh, rules=rules)
             if "detokenizer" in self._dirs:
                 self.detokenizer = load_model(self._dirs["detokenizer"], "detokenizer", mesh=mesh, rules=rules)
+            if precision is None or precision.llm_weights == "float":  # int8 weights decode faster scanned
+                unstack_agent_layers(self.agent)  # the serving layout (seedx_jax/llama/layout.py)
+            if precision is not None:
+                self.vit, self.agent, self.detokenizer = map(precision.apply, (self.vit, self.agent, self.detokenizer))
             self.encoder = ViewEncoder(self.vit)
+            self._generator = AgentGenerator(self.agent)  # after `precision`: it keeps the converted model
         return self
 
     @classmethod
@@ -259,9 +269,9 @@ class SeedX:
                      cmp_positions=np.stack(conv.positions)) if conv.features else {}
         with self.progress.stage(f"generating (prompt {t} tokens, at most {max_new_tokens} new)"), \
                 reporting(self.progress):
-            out = generate_agent(self.agent, ids, prompt_lengths=[t], max_new_tokens=max_new_tokens,
-                                 forcing=self.forcing, stop_token_ids=[self.tokenizer.eos_id], sampling=sampling,
-                                 seed=seed, pad_token_id=self.tokenizer.pad_id, progress=True, **feats)
+            out = self._generator(ids, prompt_lengths=[t], max_new_tokens=max_new_tokens, forcing=self.forcing,
+                                  stop_token_ids=[self.tokenizer.eos_id], sampling=sampling, seed=seed,
+                                  pad_token_id=self.tokenizer.pad_id, progress=True, **feats)
         new = out.tokens[0, :out.num_tokens[0]].tolist()
         history = new[:-1] if new and new[-1] == self.tokenizer.eos_id else new
         conv.ids.extend(history)

@@ -28,6 +28,7 @@ from seedx_jax.detokenizer.model import Detokenizer, DetokenizerConfig
 from seedx_jax.llama import LlamaConfig
 from seedx_jax.lora import LoraConfig
 from seedx_jax.paths import resolve
+from seedx_jax.precision import Precision
 from seedx_jax.train.optim import OptimConfig
 from seedx_jax.train.stages import DETOK_STAGES, STAGE_TASKS, STAGES, UNET_TRAINABLE, DetokTrainee, MLLMTrainee
 from seedx_jax.vision.vit import QwenViT, VisionConfig
@@ -149,6 +150,14 @@ def model_configs(config) -> dict:
         if agent.feature_dim != cfgs["vit"].output_dim:
             raise TrainConfigError(f"config.model.agent.input_resampler.kv_dim={agent.feature_dim} (the ViT features "
                                    f"the agent takes) != config.model.vit.output_dim={cfgs['vit'].output_dim}")
+    precision = _configured(Precision(), _dict(config.get("precision", {})), "config.precision")
+    try:
+        precision.check_training()
+        precision.check_device()
+    except ValueError as err:
+        raise TrainConfigError(str(err).replace("Precision.", "config.precision.")) from None
+    if precision.compute_dtype != "float32":  # one switch for every part's compute dtype; weights stay fp32
+        cfgs = {part: precision.configure(cfg) for part, cfg in cfgs.items()}
     return cfgs
 
 

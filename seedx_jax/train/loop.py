@@ -145,6 +145,9 @@ def _train(config, workdir: str, log_stream, stop: StopSignal) -> RunResult:
     if main:
         run_dir.mark_workdir(workdir, config.stage)
     metrics_log = MetricsLog(workdir, config.train.steps, stream=log_stream, enabled=main)
+    precision = config.get("precision", {})
+    if precision.get("compute_dtype", "float32") != "float32":
+        metrics_log.say(f"compute in {precision['compute_dtype']} (config.precision), fp32 master weights")
 
     with jax.set_mesh(mesh), sharding.use_rules(rules):
         keep, tx, loss_fn = step_recipe(config)
