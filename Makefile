@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-slow test-multiprocess test-gpu test-tpu test-all bench demo demo-quick clean-venv
+.PHONY: venv test test-slow test-multiprocess test-gpu test-tpu test-all bench bench-accel demo demo-quick clean-venv
 
 venv: $(STAMP)
 
@@ -47,13 +47,16 @@ demo: venv
 demo-quick: venv
 	$(PY) -m seedx_jax.demo --quick --out demo_report_quick --overwrite
 
+# Every SEED-X hot path against the official PyTorch computation, interleaved, with the machine's ceilings
+# (docs/benchmarks.md); run on an idle machine. The figures land in bench_results.json.
 bench: venv
-	$(PY) bench/bench_llama.py
-	$(PY) bench/bench_vit.py
-	$(PY) bench/bench_unet.py
-	$(PY) bench/bench_agent_decode.py
+	$(PY) bench/bench_seedx.py --json bench_results.json
 	$(PY) bench/bench_convert.py
-	$(PY) bench/bench_train_sft.py
+
+# One H100/H200, < 8 min: 13B-shaped LoRA step MFU, 13B-shaped bf16 decode and SDXL 1024 px against PyTorch
+# on the same GPU (docs/accelerators.md).
+bench-accel: venv
+	$(PY) bench/accel_suite.py --out accel_results.json
 
 clean-venv:
 	rm -rf $(VENV)
