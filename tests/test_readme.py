@@ -47,7 +47,7 @@ SKIP = {
     "make demo-quick": "~3 min; tests/test_demo.py runs it (make test-slow)",
     "python -m seedx_jax.demo": "~3 min with --quick; tests/test_demo.py runs it (make test-slow)",
     "make bench": "minutes of torch-vs-jax benchmarks (bench/)",
-    ".venv/bin/python bench/bench_sdxl_accel.py": "full SDXL at 1024 px: needs a GPU or TPU",
+    "make bench-accel": "needs a GPU; tests/test_accelerators.py runs the suite's --smoke mode",
     "sbatch": "no SLURM here; tests/test_launch.py runs launch/slurm_gpu.sbatch with stand-in srun/scontrol "
               "(make test-multiprocess)",
 }
