@@ -79,6 +79,7 @@ def _rows(summary: dict, part: str) -> list[dict]:
     return [r for r in summary["rows"] if r["part"] == part]
 
 
+@pytest.mark.slow  # ~40-75 s on 2 cores: four part processes, each importing torch, transformers, diffusers
 def test_accel_suite_smoke_run_measures_every_part_against_torch(tmp_path):
     """The whole suite at tiny shapes on the CPU (~50 s on 2 idle cores): every part writes its rows, and
     the PyTorch sides compute what ours do (fp32: equal greedy ids, equal sampled latents)."""
