@@ -1,6 +1,8 @@
-"""Several JAX processes on loopback for the multi-process tests: a free port and a watchdog run."""
+"""Child processes of the tests: several JAX processes on loopback (a free port, a watchdog run) and a Ctrl-C-able
+child."""
 import os
 import re
+import signal
 import socket
 import subprocess
 
@@ -30,3 +32,11 @@ def run_all(commands, *, timeout: float, **popen) -> None:
         for p in procs:
             p.kill()
     assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+
+
+def interruptible():
+    """`preexec_fn` for a child that is sent Ctrl-C: SIGINT deliverable and not ignored, as a shell starts a
+    foreground command. Both states are inherited from the pytest worker, where an earlier test's library
+    code may have blocked or ignored SIGINT; the child would then never see the signal."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

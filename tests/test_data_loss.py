@@ -21,6 +21,7 @@ from seedx_jax.convert.cli import main as convert
 from seedx_jax.outputs import OutputError
 from seedx_jax.vision.vit import QwenViT
 from parity import randomize_
+from processes import interruptible
 from torch_vision import TorchQwenViT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -148,7 +149,8 @@ def _convert_process(out: str, *extra: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "seedx_jax", "convert", "vit", "release/QwenViT/qwen_vit_G.pt", "--config",
                "vit.json", "--out", out, "--flush-mb", "0", *extra]
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=interruptible)
 
 
 def _wait_for_partial(proc: subprocess.Popen, timeout: float = 60) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 import seedx_jax.train.loop as loop
 import train_fixtures as F
+from processes import interruptible
 from seedx_jax.train.stop import STOPPED_AT_ONCE, StopSignal
 from seedx_jax.train.workdir import WorkdirError
 
@@ -111,7 +112,8 @@ def test_a_second_ctrl_c_stops_at_once_while_the_main_thread_is_busy():
     script = ("import time\nfrom seedx_jax.train.stop import StopSignal\n"
               "with StopSignal(exit_on_second_interrupt=True):\n"
               "    print('ready', flush=True)\n    time.sleep(60)\n")
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)
     try:
         assert proc.stdout.readline() == "ready\n"
         proc.send_signal(signal.SIGINT)
@@ -132,7 +134,8 @@ def test_cli_ctrl_c_saves_the_step_and_exits_130(data, tmp_path):
          f"--config.tokenizer={data['tokenizer']}", f"--config.data.sources.edit.paths={data['edit']}",
          f"--config.data.sources.edit.image_dir={data['image_dir']}", "--config.mesh.num_devices=1",
          "--config.train.steps=10000", "--config.train.log_every=1", "--config.train.checkpoint_every=100000"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        preexec_fn=interruptible)
     metrics = work / "metrics.jsonl"
     try:
         deadline = time.time() + 120
