@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-slow test-multiprocess test-gpu test-tpu test-all bench bench-accel demo demo-quick clean-venv
+.PHONY: venv browser serve test test-slow test-multiprocess test-gpu test-tpu test-all bench bench-accel demo demo-quick clean-venv
 
 venv: $(STAMP)
 
@@ -17,10 +17,18 @@ $(STAMP): requirements/lock.txt setup.py
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
+# The web app's browser tests drive Debian's chromium (Playwright downloads no browser here); installed when
+# absent (as root, or through sudo).
+CHROMIUM := /usr/bin/chromium
+browser: $(CHROMIUM)
+$(CHROMIUM):
+	$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq
+	$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq chromium chromium-driver >/dev/null
+
 # The suite is compile-bound and XLA compiles a program on one core: one pytest worker per core
 # (`TEST_WORKERS=1` for one process), each test file in one worker (its module fixtures built once).
 TEST_WORKERS ?= 2
-test: venv
+test: venv $(CHROMIUM)
 	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile
 
 # Marker suites; pytest's exit code 5 (no test carries the marker) is not a failure.
@@ -37,12 +45,17 @@ test-tpu: venv
 	SEEDX_TEST_PLATFORM=auto $(PY) -m pytest tests -m tpu || [ $$? -eq 5 ]
 
 # Everything that can run on this host, including the slow and multi-process tests.
-test-all: venv
+test-all: venv $(CHROMIUM)
 	$(PY) -m pytest tests -m "not gpu and not tpu"
 
 # The shapes-world demo: trains a tiny SEED-X on 2 CPU cores (< 20 min), report in demo_report/.
 demo: venv
 	$(PY) -m seedx_jax.demo --out demo_report --overwrite
+
+# The web app and HTTP API on http://127.0.0.1:7860: the models of the last `make demo` when present, else tiny
+# random ones (README "Serving"); SERVE_ARGS="--checkpoint DIR --edit-checkpoint DIR" for real ones.
+serve: venv
+	$(PY) -m seedx_jax serve $(SERVE_ARGS)
 
 demo-quick: venv
 	$(PY) -m seedx_jax.demo --quick --out demo_report_quick --overwrite

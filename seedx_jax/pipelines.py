@@ -30,6 +30,7 @@ from seedx_jax.checkpoint import (KINDS, PIPELINE_PARTS, CheckpointError, load_m
                                   read_manifest, read_pipeline_manifest)
 from seedx_jax.detokenizer.model import Detokenizer, DetokenizerConfig, negative_features, to_uint8
 from seedx_jax.diffusion.sampling import SamplerConfig, check_seed
+from seedx_jax.generate_batch import BatchDecoding
 from seedx_jax.llama.generate import Sampling
 from seedx_jax.llama.layout import unstack_agent_layers
 from seedx_jax.numerics import check_finite, nonfinite_counts
@@ -40,9 +41,6 @@ from seedx_jax.vision.anyres import COMPREHENSION_GRIDS, EDIT_GRIDS, AnyResImage
 from seedx_jax.vision.encode import ViewEncoder
 from seedx_jax.vision.image_io import ImageSource, load_image
 from seedx_jax.vision.vit import QwenViT, VisionConfig
-
-PROMPT_BUCKET = 64  # prompts are right-padded to a multiple of this: one decode program per bucket
-
 
 @dataclasses.dataclass
 class Conversation:
@@ -65,11 +63,11 @@ class Turn(NamedTuple):
     raw_text: str  # generated text as decoded (tags kept; image token spans dropped, as official)
     boxes: list[Box]  # grounding: pixel boxes on the first input image
     image_features: np.ndarray  # [k, 64, C] features of the k images the model generated
-    token_ids: list[int]
+    token_ids: list[int]  # the generated ids (a forced `<img>` is the prompt's, not here)
     cut_off: bool = False  # max_new_tokens ended the answer inside an image span (no features for it)
 
 
-class SeedX:
+class SeedX(BatchDecoding):
     """One SEED-X checkpoint: tokenizer, ViT, agent and (optionally) a de-tokenizer.
 
     `SeedX.open(path)` reads only the manifests, configs and tokenizer; every `check_*` / `prepare_*`
@@ -155,19 +153,24 @@ class SeedX:
         """`seedx_jax.agent.prompts.check_user_text` with this pipeline's tokenizer."""
         return check_user_text(self.tokenizer, text, name)
 
-    def check_max_new_tokens(self, max_new_tokens: int, *, draws: bool = False) -> None:
-        """`max_new_tokens` is a positive int; one that has to hold an image holds a whole image span.
+    def check_max_new_tokens(self, max_new_tokens: int, *, draws: bool = False, opened: bool = False) -> None:
+        """`max_new_tokens` is a positive int; one that has to hold an image (`draws`) holds a whole image
+        span, or its rest when the prompt `opened` it (ends in `<img>`: forced, or the base template's).
 
         Raises:
-          PromptError: not positive, or (`draws`) fewer than `<img>` + the image tokens + `</img>`.
+          PromptError: not positive; (`draws`) fewer than `<img>` + the image tokens + `</img>`;
+            (`opened`) fewer than the image tokens + `</img>`.
         """
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
                 or max_new_tokens < 1:
             raise PromptError(f"max_new_tokens={max_new_tokens!r} must be a positive integer")
-        span = self.configs.agent.num_image_tokens + 2
-        if draws and max_new_tokens < span:
+        n = self.configs.agent.num_image_tokens
+        if opened and max_new_tokens < n + 1:
+            raise PromptError(f"max_new_tokens={max_new_tokens} cannot hold an image: the answer starts with "
+                              f"<img>, then needs {n} image tokens and </img> ({n + 1} tokens)")
+        if draws and not opened and max_new_tokens < n + 2:
             raise PromptError(f"max_new_tokens={max_new_tokens} cannot hold an image (<img>, "
-                              f"{span - 2} image tokens, </img>: {span} tokens)")
+                              f"{n} image tokens, </img>: {n + 2} tokens)")
 
     def _anyres(self, images: Sequence[ImageSource], grids) -> tuple[list[Image.Image], list[AnyResImage]]:
         pil = [load_image(src) for src in images]
@@ -176,12 +179,16 @@ class SeedX:
     def new_conversation(self) -> Conversation:
         return Conversation(ids=[self.tokenizer.bos_id], cmp_mask=[False])
 
-    def _user_turn(self, conv: Conversation, text: str, anyres: list[AnyResImage],
-                   max_new_tokens: int) -> tuple[list[int], list[bool]]:
+    def _user_turn(self, conv: Conversation, text: str, anyres: list[AnyResImage], max_new_tokens: int, *,
+                   draws: bool = False, force_image: bool = False) -> tuple[list[int], list[bool]]:
         """(ids, image-slot mask) of a user turn appended to `conv`, checked (context, slots) without
-        changing `conv` or running a model."""
-        self.check_max_new_tokens(max_new_tokens)
+        changing `conv` or running a model. `force_image`: the ids end in `<img>`, so the answer is an
+        image (the official demo's switch; appended as an id, after the template's assistant prefix)."""
         ids = self.tokenizer.encode(text)
+        opener = self.forcing.span[0]
+        if force_image and ids[-1:] != [opener]:  # the base model's text-to-image prompt ends in <img> already
+            ids.append(opener)
+        self.check_max_new_tokens(max_new_tokens, draws=draws, opened=ids[-1:] == [opener])
         ctx = self.configs.agent.llm.max_position_embeddings
         t = len(conv.ids) + len(ids)
         if t + max_new_tokens > ctx:
@@ -212,8 +219,8 @@ class SeedX:
 
     def prepare_chat(self, question: str, images: Sequence[ImageSource] = (), *,
                      conversation: Conversation | None = None, grounding: bool = False, max_new_tokens: int = 512,
-                     grids: Sequence[str] = COMPREHENSION_GRIDS) -> "UserTurn":
-        """Every check of `chat` (text, images, grounding, context), nothing run.
+                     grids: Sequence[str] = COMPREHENSION_GRIDS, force_image: bool = False) -> "UserTurn":
+        """Every check of `chat` (text, images, grounding, context, room for a forced image), nothing run.
 
         Raises:
           PromptError, ImageInputError: the first problem, naming the input.
@@ -229,70 +236,83 @@ class SeedX:
             text = self.template.ground(question, texts) if grounding else self.template.chat(question, texts)
         else:
             text = self.template.next_turn(question, texts)
-        ids, mask = self._user_turn(conv, text, anyres, max_new_tokens)
+        ids, mask = self._user_turn(conv, text, anyres, max_new_tokens, force_image=force_image)
         return UserTurn(ids, mask, pil, anyres, opened_box=grounding and first and self.template.grounding_opens_box)
 
     def prepare_generate(self, caption: str, *, max_new_tokens: int = 120, height: int = 1024, width: int = 1024,
-                         noise: np.ndarray | None = None, renders: bool = True) -> "UserTurn":
-        """Every check of `generate_image` (`renders`) or `imagine`, nothing run."""
-        if renders:
-            self.check_render(height, width, noise, edits=False)
+                         noise: np.ndarray | None = None, renders: bool = True, force_image: bool = False
+                         ) -> "UserTurn":
+        """Every check of `generate_image` (`renders`) or `imagine`, nothing run: `check_generate`, then
+        the caption's (text, context)."""
+        self.check_generate(max_new_tokens=max_new_tokens, height=height, width=width, noise=noise, renders=renders,
+                            force_image=force_image)
         self.check_user_text(caption, "caption")
-        self.check_max_new_tokens(max_new_tokens, draws=True)
-        ids, mask = self._user_turn(self.new_conversation(), self.template.generate(caption), [], max_new_tokens)
+        ids, mask = self._user_turn(self.new_conversation(), self.template.generate(caption), [], max_new_tokens,
+                                    draws=True, force_image=force_image)
         return UserTurn(ids, mask, [], [])
 
+    def check_generate(self, *, max_new_tokens: int = 120, height: int = 1024, width: int = 1024,
+                       noise: np.ndarray | None = None, renders: bool = True, force_image: bool = False) -> None:
+        """The checks of a text-to-image request that do not depend on its caption (size and noise when it
+        `renders`, room for an image in `max_new_tokens`): CheckpointError, ValueError or PromptError."""
+        if renders:
+            self.check_render(height, width, noise, edits=False)
+        opened = force_image or self.template.generate("x").endswith(T.IMG_START)
+        self.check_max_new_tokens(max_new_tokens, draws=True, opened=opened)
+
     def prepare_edit(self, image: ImageSource, instruction: str, *, max_new_tokens: int = 512, height: int = 1024,
-                     width: int = 1024, noise: np.ndarray | None = None) -> "UserTurn":
+                     width: int = 1024, noise: np.ndarray | None = None, force_image: bool = False) -> "UserTurn":
         """Every check of `edit`, nothing run."""
         self.check_render(height, width, noise, edits=True)
         self.check_user_text(instruction, "instruction")
-        self.check_max_new_tokens(max_new_tokens, draws=True)
+        self.check_max_new_tokens(max_new_tokens, draws=True, opened=force_image)
         pil, anyres = self._anyres([image], EDIT_GRIDS)
         text = self.template.edit_prompt(instruction, self._image_texts(anyres)[0])
-        ids, mask = self._user_turn(self.new_conversation(), text, anyres, max_new_tokens)
+        ids, mask = self._user_turn(self.new_conversation(), text, anyres, max_new_tokens, draws=True,
+                                    force_image=force_image)
         return UserTurn(ids, mask, pil, anyres)
 
     # -- generation ----------------------------------------------------------------------------
 
     def _decode(self, conv: Conversation, max_new_tokens: int, sampling: Sampling, seed: int, *,
                 opened_box: bool = False) -> Turn:
-        self._need_weights()
-        ctx = self.configs.agent.llm.max_position_embeddings
-        t = len(conv.ids)
-        padded = min(-(-t // PROMPT_BUCKET) * PROMPT_BUCKET, ctx - max_new_tokens)
-        ids = np.zeros((1, padded), np.int32)
-        ids[0, :t] = conv.ids
-        mask = np.zeros((1, padded), bool)
-        mask[0, :t] = conv.cmp_mask
-        feats = dict(ids_cmp_mask=mask, cmp_features=np.stack(conv.features),
-                     cmp_positions=np.stack(conv.positions)) if conv.features else {}
-        with self.progress.stage(f"generating (prompt {t} tokens, at most {max_new_tokens} new)"), \
-                reporting(self.progress):
-            out = self._generator(ids, prompt_lengths=[t], max_new_tokens=max_new_tokens, forcing=self.forcing,
-                                  stop_token_ids=[self.tokenizer.eos_id], sampling=sampling, seed=seed,
-                                  pad_token_id=self.tokenizer.pad_id, progress=True, **feats)
-        new = out.tokens[0, :out.num_tokens[0]].tolist()
-        history = new[:-1] if new and new[-1] == self.tokenizer.eos_id else new
+        images = dict(cmp_mask=[conv.cmp_mask], cmp_features=np.stack(conv.features),
+                      cmp_positions=np.stack(conv.positions)) if conv.features else {}
+        stage = f"generating (prompt {len(conv.ids)} tokens, at most {max_new_tokens} new)"
+        (turn,) = self._decode_rows([conv.ids], max_new_tokens, sampling, seed, stage=stage, opened_box=opened_box,
+                                    box_image=conv.images[0] if conv.images else None, **images)
+        history = self._without_stop(turn.token_ids)
         conv.ids.extend(history)
         conv.cmp_mask.extend([False] * len(history))
         conv.turns += 1
+        return turn
+
+    def _answer(self, prompt: Sequence[int], new: list[int], features: np.ndarray, box_image: Image.Image | None,
+                opened_box: bool) -> Turn:
+        """The answer `new` (generated ids, stop token included) to `prompt`: texts, boxes on `box_image`,
+        the regressed `features` `[k, 64, C]`, whether it ended inside an image."""
+        history = self._without_stop(new)
         raw = generated_text(self.tokenizer, history, self.forcing)
-        boxes = parse_boxes(raw, conv.images[0].size, opened=opened_box) if conv.images else []
+        boxes = parse_boxes(raw, box_image.size, opened=opened_box) if box_image is not None else []
         text = " ".join(TAG_RE.sub(" ", raw).split())
-        features = out.image_features[0]
         check_finite(features, "the image features the LLM regressed")
-        cut_off = history.count(self.forcing.span[0]) > len(features)  # ended inside <img> ... </img>
+        opener = self.forcing.span[0]  # a prompt ending in <img> opened the answer's first image
+        cut_off = history.count(opener) + (prompt[-1] == opener) > len(features)  # ended inside <img> ... </img>
         return Turn(text, raw, boxes, features, new, cut_off)
+
+    def _without_stop(self, new: list[int]) -> list[int]:
+        return new[:-1] if new and new[-1] == self.tokenizer.eos_id else new
 
     def chat(self, question: str, images: Sequence[ImageSource] = (), *, conversation: Conversation | None = None,
              grounding: bool = False, max_new_tokens: int = 512, sampling: Sampling = Sampling(),
-             seed: int = 0, grids: Sequence[str] = COMPREHENSION_GRIDS) -> tuple[Turn, Conversation]:
+             seed: int = 0, grids: Sequence[str] = COMPREHENSION_GRIDS,
+             force_image: bool = False) -> tuple[Turn, Conversation]:
         """One user turn (first turn when `conversation` is None) -> the model's answer; `grids`: the
-        any-res grids images are tiled on (those the model was trained with). A refused turn (see
-        `prepare_chat`) leaves `conversation` as it was."""
+        any-res grids images are tiled on (those the model was trained with); `force_image`: the answer
+        starts with `<img>` (kept in the history), so it is an image (`max_new_tokens` >= the image tokens
+        + 1). A refused turn (see `prepare_chat`) leaves `conversation` as it was."""
         turn = self.prepare_chat(question, images, conversation=conversation, grounding=grounding,
-                                 max_new_tokens=max_new_tokens, grids=grids)
+                                 max_new_tokens=max_new_tokens, grids=grids, force_image=force_image)
         check_seed(seed)
         conv = self.new_conversation() if conversation is None else conversation
         self._need_weights()
@@ -301,20 +321,24 @@ class SeedX:
 
     def generate_image(self, caption: str, *, height: int = 1024, width: int = 1024,
                        sampler: SamplerConfig = SamplerConfig(), noise: np.ndarray | None = None, seed: int = 0,
-                       max_new_tokens: int = 120, sampling: Sampling = Sampling()) -> tuple[Turn, np.ndarray | None]:
+                       max_new_tokens: int = 120, sampling: Sampling = Sampling(),
+                       force_image: bool = False) -> tuple[Turn, np.ndarray | None]:
         """Text-to-image (flow (b)): uint8 `[H, W, 3]`, or None when the model produced no image (see
-        `Turn.cut_off`). Raises `NonFiniteError` rather than drawing from NaN/Inf values."""
-        self.prepare_generate(caption, max_new_tokens=max_new_tokens, height=height, width=width, noise=noise)
-        turn = self.imagine(caption, max_new_tokens=max_new_tokens, sampling=sampling, seed=seed)
+        `Turn.cut_off`; `force_image` starts the answer with `<img>`). Raises `NonFiniteError` rather than
+        drawing from NaN/Inf values. Many captions: `generate_images`."""
+        self.prepare_generate(caption, max_new_tokens=max_new_tokens, height=height, width=width, noise=noise,
+                              force_image=force_image)
+        turn = self.imagine(caption, max_new_tokens=max_new_tokens, sampling=sampling, seed=seed,
+                            force_image=force_image)
         if not len(turn.image_features):
             return turn, None
         return turn, self._render(turn.image_features[:1], height, width, sampler, noise, seed)[0]
 
     def imagine(self, caption: str, *, max_new_tokens: int = 120, sampling: Sampling = Sampling(),
-                seed: int = 0) -> Turn:
+                seed: int = 0, force_image: bool = False) -> Turn:
         """The LLM half of text-to-image: the turn whose `image_features` `render` draws (so many
         captions can be rendered as one batch)."""
-        turn = self.prepare_generate(caption, max_new_tokens=max_new_tokens, renders=False)
+        turn = self.prepare_generate(caption, max_new_tokens=max_new_tokens, renders=False, force_image=force_image)
         check_seed(seed)
         conv = self.new_conversation()
         self._need_weights()
@@ -323,10 +347,12 @@ class SeedX:
 
     def edit(self, image: ImageSource, instruction: str, *, height: int = 1024, width: int = 1024,
              sampler: SamplerConfig = SamplerConfig(), noise: np.ndarray | None = None, seed: int = 42,
-             max_new_tokens: int = 512, sampling: Sampling = Sampling()) -> tuple[Turn, np.ndarray | None]:
-        """Instruction editing (flow (c)): source any-res 1x1 in the prompt, stage-2 de-tokenizer."""
+             max_new_tokens: int = 512, sampling: Sampling = Sampling(),
+             force_image: bool = False) -> tuple[Turn, np.ndarray | None]:
+        """Instruction editing (flow (c)): source any-res 1x1 in the prompt, stage-2 de-tokenizer;
+        `force_image`: the answer starts with `<img>`."""
         turn = self.prepare_edit(image, instruction, max_new_tokens=max_new_tokens, height=height, width=width,
-                                 noise=noise)
+                                 noise=noise, force_image=force_image)
         check_seed(seed)
         conv = self.new_conversation()
         self._need_weights()
@@ -408,12 +434,12 @@ class SeedX:
         return self._render(features, height, width, sampler, noise, seed)
 
     def _render(self, features: np.ndarray, height: int, width: int, sampler: SamplerConfig, noise, seed: int,
-                condition: np.ndarray | None = None) -> np.ndarray:
+                condition: np.ndarray | None = None, *, stage: str | None = None) -> np.ndarray:
         self._need_weights()
         if self._negative is None:
             self._negative = negative_features(self.vit, pooled=True)
-        with self.progress.stage(f"rendering {len(features)} image(s) at {width}x{height}, {sampler.num_steps} steps"), \
-                reporting(self.progress):
+        stage = stage or f"rendering {len(features)} image(s) at {width}x{height}, {sampler.num_steps} steps"
+        with self.progress.stage(stage), reporting(self.progress):
             images = self.detokenizer.generate(jnp.asarray(features), self._negative, height=height, width=width,
                                                sampler=sampler, condition_images=_as_jnp(condition),
                                                noise=_as_jnp(noise), seed=seed, progress=True)

@@ -7,6 +7,7 @@ Every parameter carries logical axis names in its `logical_axes` metadata (e.g. 
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import contextvars
 import logging
@@ -137,6 +138,14 @@ def make_mesh(cfg: Mapping[str, int], devices: Sequence[jax.Device] | None = Non
 
 # --------------------------------------------------------------------------------------------
 # Logical axes -> PartitionSpec / NamedSharding
+
+def mesh_argument(text: str) -> dict[str, int]:
+    """A command line's `--mesh fsdp=4,tensor=2` -> {"fsdp": 4, "tensor": 2} (argparse `type=`)."""
+    try:
+        return {k: int(v) for k, v in (item.split("=") for item in text.split(","))}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--mesh {text!r}: expected axis=size pairs, e.g. fsdp=4,tensor=2") from None
+
 
 def _mesh_axes(name: str | None, rules: Rules) -> tuple[str, ...]:
     if name is None:

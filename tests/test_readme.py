@@ -48,6 +48,9 @@ SKIP = {
     "python -m seedx_jax.demo": "~3 min with --quick; tests/test_demo.py runs it (make test-slow)",
     "make bench": "minutes of torch-vs-jax benchmarks (bench/)",
     "make bench-accel": "needs a GPU; tests/test_accelerators.py runs the suite's --smoke mode",
+    "make serve": "serves until stopped; tests/test_serve.py starts `seedx-jax serve` as typed and drives it",
+    "seedx-jax serve": "serves until stopped; tests/test_serve.py starts it as typed and drives it",
+    "curl": "talks to a running server; tests/test_serve.py sends the same requests",
     "sbatch": "no SLURM here; tests/test_launch.py runs launch/slurm_gpu.sbatch with stand-in srun/scontrol "
               "(make test-multiprocess)",
 }
@@ -77,7 +80,8 @@ TRANSFORMS = {
 }
 
 # Blocks that are not commands, by their first line.
-SHOWN = {"seedx_jax/nn/ ": "the repository layout"}
+SHOWN = {"seedx_jax/nn/ ": "the repository layout",
+         "from gradio_client": "talks to a running server; tests/test_serve.py makes the same client calls"}
 
 # What the commands leave where the README says (relative to the user's folder).
 OUTPUTS = ["converted/seed_x_i/seedx.json", "converted/seed_x_edit/seedx.json", "converted/release.json",

@@ -28,18 +28,11 @@ from seedx_jax.convert.run import Options, convert_artefact, convert_release, co
 from seedx_jax.exits import ArgumentParser, describe, error_line, exit_code, interrupts_as_exceptions
 from seedx_jax.outputs import check_target
 from seedx_jax.progress import Progress
-from seedx_jax.sharding import make_mesh
+from seedx_jax.sharding import make_mesh, mesh_argument
 from seedx_jax.sources import SourceError
 
 USER_ERRORS = (ArtefactError, SourceError, CheckpointError, TokenizerError, ValueError, OSError)
 OVERWRITE_HELP = "replace an earlier output of the same kind in --out (never a folder of other files)"
-
-
-def _mesh_arg(text: str) -> dict[str, int]:
-    try:
-        return {k: int(v) for k, v in (item.split("=") for item in text.split(","))}
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--mesh {text!r}: expected axis=size pairs, e.g. fsdp=4,tensor=2") from None
 
 
 def _config_arg(text: str) -> tuple[str, str]:
@@ -63,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
                            help="parameter dtype of the checkpoint (default: the config's, float32)")
             p.add_argument("--strict", action="store_true", help="also fail on source keys no rule maps")
-            p.add_argument("--mesh", type=_mesh_arg, help="place parameters on a (data, fsdp, tensor) mesh while "
+            p.add_argument("--mesh", type=mesh_argument, help="place parameters on a (data, fsdp, tensor) mesh while "
                            "converting, e.g. fsdp=-1 (default: one device)")
             p.add_argument("--flush-mb", type=int, default=128,
                            help="write finished parameters to disk every N MiB (default 128)")
