@@ -8,13 +8,15 @@ Default buckets (1, 2, 4, 8, 16, 32): at most 6 programs per input resolution fo
 from __future__ import annotations
 
 import bisect
+import collections
+import functools
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seedx_jax.nn.bound import bind
+from seedx_jax.nn.bound import GraphSpec, bind
 from seedx_jax.numerics import nonfinite_counts
 from seedx_jax.vision.anyres import AnyResImage
 from seedx_jax.vision.vit import QwenViT
@@ -46,6 +48,15 @@ def check_views(views, patch_size: int, name: str = "views") -> np.ndarray:
     return views.astype(np.float32)
 
 
+_TRACES: collections.Counter = collections.Counter()  # GraphSpec -> programs traced
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _encode(spec: GraphSpec, values, views):
+    _TRACES[spec] += 1
+    return spec.merge(values)(views)
+
+
 class ViewEncoder:
     """`encoder(views [V, S, S, 3]) -> [V, 256, output_dim]` with V padded to a bucket size."""
 
@@ -54,15 +65,13 @@ class ViewEncoder:
             raise ValueError(f"view buckets must be positive sizes, got {tuple(buckets)}")
         self.buckets = tuple(sorted(set(buckets)))
         self.patch_size = vit.config.patch_size
-        self.traces = 0  # programs compiled so far (one trace per (bucket, resolution))
         self._vit = bind(vit)
 
-        def run(values, views):
-            self.traces += 1
-            return spec.merge(values)(views)
-
-        spec = self._vit.spec
-        self._run = jax.jit(run)
+    @property
+    def traces(self) -> int:
+        """Programs traced so far for this ViT's structure (one per (bucket, resolution); shared by every
+        encoder of a ViT with the same structure)."""
+        return _TRACES[self._vit.spec]
 
     def __call__(self, views) -> jax.Array:
         """views: float `[V, S, S, 3]` (`check_views`; a numpy / jax array or a list of views)."""
@@ -73,7 +82,7 @@ class ViewEncoder:
             chunk = views[start:start + largest]
             size = self.buckets[bisect.bisect_left(self.buckets, chunk.shape[0])]
             padded = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), np.float32)])
-            outputs.append(self._run(self._vit.values(), padded)[:len(chunk)])
+            outputs.append(_encode(self._vit.spec, self._vit.values(), padded)[:len(chunk)])
         return outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs)
 
     def encode_images(self, images: Sequence[AnyResImage]) -> list[jax.Array]:
