@@ -39,7 +39,8 @@ def no_image(turn, max_new_tokens: int, span: int) -> NoResult:
         return NoResult(f"--max-new-tokens {max_new_tokens} ended the answer inside its image after "
                         f"{len(turn.token_ids)} tokens; raise it (the image span alone takes {span})")
     shown = turn.raw_text if len(turn.raw_text) <= 100 else turn.raw_text[:100] + "..."
-    return NoResult(f"the model answered without an image ({len(turn.token_ids)} tokens: {shown!r})")
+    return NoResult(f"the model answered without an image ({len(turn.token_ids)} tokens: {shown!r}); --force-image "
+                    "makes it draw")
 
 
 def printable(text: str) -> str:

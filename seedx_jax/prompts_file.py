@@ -9,27 +9,30 @@ from seedx_jax.agent.prompts import PromptError
 from seedx_jax.cli_results import NoResult, answer_record, no_image, png_writer
 
 
-def read_prompts_file(path: str) -> list[tuple[int, str]]:
-    """(line number from 1, the line without surrounding whitespace) of each non-blank line of `path`.
+def read_prompts_file(path: str) -> tuple[list[tuple[int, str]], list[str]]:
+    """(line number from 1, the line without surrounding whitespace) of each non-blank line of `path`, and
+    `FILE:LINE: not UTF-8 text` for each line that does not decode (skipped, as any refused line).
 
     Lines are split at `\\n` only, so the numbers are an editor's; a UTF-8 byte-order mark is dropped.
 
     Raises:
-      ValueError: the file cannot be read, or is not UTF-8 text (naming the first bad line).
+      ValueError: the file cannot be read.
     """
-    shown = f"--prompts-file {path}"
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as err:
-        raise ValueError(f"{shown}: cannot read it ({err.strerror})") from None
-    data = data.removeprefix(codecs.BOM_UTF8)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise ValueError(f"{shown}: line {line} is not UTF-8 text") from None
-    return [(number, line.strip()) for number, line in enumerate(text.split("\n"), 1) if line.strip()]
+        raise ValueError(f"--prompts-file {path}: cannot read it ({err.strerror})") from None
+    lines, undecodable = [], []
+    for number, raw in enumerate(data.removeprefix(codecs.BOM_UTF8).split(b"\n"), 1):
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            undecodable.append(f"{path}:{number}: not UTF-8 text")
+            continue
+        if line:
+            lines.append((number, line))
+    return lines, undecodable
 
 
 def checked_captions(pipe, path: str, *, max_new_tokens: int, height: int, width: int,
@@ -41,8 +44,8 @@ def checked_captions(pipe, path: str, *, max_new_tokens: int, height: int, width
       ValueError (PromptError, ...): a bad size or `max_new_tokens`, an unreadable file, no usable line.
     """
     pipe.check_generate(max_new_tokens=max_new_tokens, height=height, width=width, force_image=force_image)
-    lines = read_prompts_file(path)
-    usable, refused = [], []
+    lines, refused = read_prompts_file(path)
+    usable = []
     for number, caption in lines:
         try:
             pipe.prepare_generate(caption, max_new_tokens=max_new_tokens, renders=False, force_image=force_image)
@@ -51,7 +54,7 @@ def checked_captions(pipe, path: str, *, max_new_tokens: int, height: int, width
         else:
             usable.append((number, caption))
     if not usable:
-        why = f"{len(lines)} line(s) refused, the first: {refused[0]}" if lines else "it has no non-blank line"
+        why = f"{len(refused)} line(s) refused, the first: {refused[0]}" if refused else "it has no non-blank line"
         raise PromptError(f"--prompts-file {path}: no usable caption ({why})")
     for problem in refused:
         print(problem, file=sys.stderr)

@@ -147,7 +147,8 @@ def test_prompts_file_writes_each_caption_s_images_and_reports_the_rest(ckpts, t
     err = capsys.readouterr().err.splitlines()
     assert f"{prompts}:3: caption contains '<img>': images are passed as images, not typed as tokens" in err
     assert any(line.startswith(f"{prompts}:4: prompt has ") and "exceeds the context" in line for line in err)
-    assert f"{prompts}:6: the model answered without an image ({len(cat_in_text)} tokens: 'no')" in err
+    assert (f"{prompts}:6: the model answered without an image ({len(cat_in_text)} tokens: 'no'); --force-image "
+            "makes it draw") in err
     assert shapes == {"decode": [(3, 64)], "render": [3, 3]}  # 4 images: 3 + 1 and 2 copies
     record = json.loads((out / "generate.json").read_text())
     captions = record["captions"]
@@ -174,7 +175,8 @@ def test_a_prompts_file_whose_captions_all_drew_no_image_writes_nothing(ckpts, t
     ("\n  \n", [], "--prompts-file {file}: no usable caption (it has no non-blank line)"),
     ("<img>\n\n</s>\n", [], "--prompts-file {file}: no usable caption (2 line(s) refused, the first: {file}:1: "
                             "caption contains '<img>'"),
-    (b"a cat\n\xff\n", [], "--prompts-file {file}: line 2 is not UTF-8 text"),
+    (b"\xff\n\n", [], "--prompts-file {file}: no usable caption (1 line(s) refused, the first: {file}:1: not UTF-8 "
+                      "text)"),
     ("a cat\n", ["--noise", "{file}"], "--noise goes with --prompt"),
     ("a cat\n", ["--max-new-tokens", "10"], "--max-new-tokens 10 cannot hold an image"),
 ])

@@ -161,10 +161,35 @@ def test_a_50_megapixel_upload_is_refused_and_the_server_keeps_serving(served, f
     assert post(served, "chat", {"question": QUESTION}).status_code == 200
 
 
-def test_the_server_gives_out_no_file_outside_its_own_folder(served):
+def test_the_server_gives_out_no_file_outside_its_own_folder(served, tmp_path):
     for path in ("/etc/passwd", served.image_path, served.chat_path + "/seedx.json"):
         assert httpx.get(f"{served.url}/gradio_api/file={path}").status_code in (403, 404)
     assert os.environ["GRADIO_TEMP_DIR"].startswith(served.own)
+    secret = sf.photo(str(tmp_path / "secret.png"), seed=9)  # a client names a file of the host as its upload
+    call = httpx.post(f"{served.url}/gradio_api/call/reconstruct", timeout=60, json={"data": [
+        {"path": secret, "meta": {"_type": "gradio.FileData"}}, *RENDER_ARGS, 0, 32, 32, "euler"]})
+    events = httpx.get(f"{served.url}/gradio_api/call/reconstruct/{call.json()['event_id']}", timeout=120).text
+    assert "event: error" in events and "event: complete" not in events
+    copied = [f for _, _, fs in os.walk(served.own) for f in fs if f == "secret.png"]
+    assert copied == []
+
+
+def test_api_only_answers_in_its_own_shape(served):
+    for body, message in (({"question": QUESTION, "seed": "7"}, "seed: Input should be a valid integer"),
+                          ({"question": QUESTION, "force_image": "yes"}, "force_image: Input should be a valid "
+                                                                          "boolean")):
+        response = post(served, "chat", body)
+        assert response.status_code == 400 and message in response.json()["error"]
+    assert httpx.get(f"{served.url}/api/v1/nowhere").json()["error"].startswith("GET /api/v1/nowhere: no such")
+    assert httpx.get(f"{served.url}/api/v1/chat").status_code == 405
+
+    def chunks():  # 65 MiB with no Content-Length: counted as it arrives
+        for _ in range(65):
+            yield b"x" * 2 ** 20
+
+    response = httpx.post(f"{served.url}/api/v1/chat", content=chunks(), timeout=60,
+                          headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "exceeds" in response.json()["error"]
 
 
 # -- the page in a real browser --------------------------------------------------------------------
@@ -309,7 +334,8 @@ def test_serve_refuses_bad_arguments_in_one_line_before_loading(served, tmp_path
                  (["--checkpoint", served.chat_path, "--edit-checkpoint", served.chat_path], "stage-2"),
                  (["--checkpoint", served.chat_path, "--port", str(taken)], f"--port {taken}: cannot listen"),
                  (["--checkpoint", served.chat_path, "--height", "36"], "height: 36 is not a multiple of 8"),
-                 (["--port", "0"], "--port: 0 must be at least 1")]
+                 (["--port", "0"], "--port: 0 must be at least 1"),
+                 (["--port", "99999"], "--port: 99999 must be at most 65535")]
         for argv, message in cases:
             assert main(["serve", *argv]) == 2
             err = capsys.readouterr().err

@@ -25,8 +25,12 @@ def make_app(service: Service, own_folder: str) -> FastAPI:
     app = FastAPI(title="seedx_jax", docs_url=None, redoc_url=None)
     http_api.add_routes(app, service)
     blocks = ui.build(service, os.path.join(own_folder, "images"))
-    return gr.mount_gradio_app(app, blocks, path="", allowed_paths=[os.path.join(own_folder, "images")],
-                               max_file_size=MAX_UPLOAD, show_error=True)
+    app = gr.mount_gradio_app(app, blocks, path="", allowed_paths=[os.path.join(own_folder, "images")],
+                              max_file_size=MAX_UPLOAD, show_error=True)
+    # Gradio checks the file paths a request names (only its own uploads may be read) once its Blocks have
+    # "launched"; a mounted app never launches, so without this any client could name any file on the host.
+    blocks.has_launched = True
+    return app
 
 
 class Server:

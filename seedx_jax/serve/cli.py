@@ -8,6 +8,7 @@ stop it (exit 0).
 """
 from __future__ import annotations
 
+import argparse
 import shutil
 import socket
 import sys
@@ -32,11 +33,13 @@ def build_parser() -> ArgumentParser:
                    help="SEED-X-Edit pipeline directory (stage-2 de-tokenizer) for the Edit tab")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
                                                        "only; 0.0.0.0 for every interface)")
-    p.add_argument("--port", type=_int_at_least(1), default=7860, help="port (default 7860)")
+    p.add_argument("--port", type=_port, default=7860, help="port (default 7860)")
     p.add_argument("--mesh", type=mesh_argument, help="(data, fsdp, tensor) mesh for the parameters, e.g. fsdp=-1 "
                                                       "(default: fsdp over every local accelerator; none on a CPU)")
-    p.add_argument("--compute-dtype", choices=COMPUTE_DTYPES, default="float32")
-    p.add_argument("--llm-weights", choices=LLM_WEIGHTS, default="float")
+    p.add_argument("--compute-dtype", choices=COMPUTE_DTYPES, default="float32",
+                   help="matmul precision of every model (weights stay fp32; as in `seedx-jax chat`)")
+    p.add_argument("--llm-weights", choices=LLM_WEIGHTS, default="float",
+                   help="int8: weight-only int8 LLM for faster decoding (as in `seedx-jax chat`)")
     defaults = p.add_argument_group("the app's starting render settings (default: SEED-X's 1024 px, 50 steps, "
                                     "CFG 7.5; for the demo / untrained models: 32 px, 20 steps, CFG 3)")
     defaults.add_argument("--height", type=_side)
@@ -50,6 +53,15 @@ def build_parser() -> ArgumentParser:
     limits.add_argument("--max-image-pixels", type=_int_at_least(1), default=25_000_000,
                         help="largest upload in pixels (default 25,000,000)")
     return p
+
+
+def _port(text: str) -> int:
+    from seedx_jax.cli import _int_at_least
+
+    value = _int_at_least(1)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} must be at most 65535")
+    return value
 
 
 def _check_port(host: str, port: int) -> None:
@@ -103,6 +115,9 @@ def _serve(args, own: str) -> int:
     server = Server(make_app(service, own), args.host, args.port)
     if choice.banner:
         print(choice.banner, file=sys.stderr)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"listening on {args.host}:{args.port}: other machines can reach it, and the app has no login",
+              file=sys.stderr)
     print(f"serving on {server.url} (web app; JSON API under {server.url}/api/v1); Ctrl-C stops", file=sys.stderr)
     try:
         with interrupts_as_exceptions():  # uvicorn stops gracefully, then re-raises the signal it caught

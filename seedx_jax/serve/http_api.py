@@ -2,7 +2,7 @@
 
 POST /api/v1/chat, /api/v1/text_to_image, /api/v1/edit, /api/v1/reconstruct; GET /api/v1/health.
 Images travel as base64 PNG (or any format PIL reads; a `data:` URL prefix is accepted). A refused
-request is a 400 with `{"error": "<one line>"}` (an unknown field, a bad type, a body over the size limit
+request is a 400 with `{"error": "<one line>"}` (an unknown field, a value of the wrong JSON type, a body over the size limit
 (413) included); a model that produced NaN/Inf is a 500 with the same shape. Requests run one at a time
 (the service's lock), after the web app's queued ones or before them, never at once.
 """
@@ -13,10 +13,12 @@ import binascii
 import io
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from seedx_jax.exits import error_line
 from seedx_jax.serve.service import Answer, ModelError, RequestError, Service
@@ -26,7 +28,7 @@ MAX_BODY_BYTES = 64 * 2 ** 20  # a 25 MP image as base64 PNG fits; anything larg
 
 
 class Render(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # "7" is not a seed, "yes" not a boolean
     seed: int | None = None
     steps: int | None = None
     guidance_scale: float | None = None
@@ -52,6 +54,7 @@ class TextToImageRequest(Render):
 class EditRequest(Render):
     image: str
     instruction: str
+    force_image: bool = False
     image_guidance_scale: float | None = None
     max_new_tokens: int | None = None
 
@@ -94,15 +97,57 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: a request to the API whose body passes `MAX_BODY_BYTES` gets a 413, whether it
+    announces its length or streams in chunks (counted as they arrive; the rest is never read)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith(PREFIX):
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return await _error(413, f"request body of {int(length)} bytes exceeds {MAX_BODY_BYTES}")(scope, receive,
+                                                                                                       send)
+        received, too_large = 0, False
+
+        async def counted():
+            nonlocal received, too_large
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:
+                too_large = True
+                raise _TooLarge
+            return message
+
+        async def unless_too_large(message):  # FastAPI turns the failed read into a 400 of its own
+            if not too_large:
+                await send(message)
+
+        try:
+            await self.app(scope, counted, unless_too_large)
+        except _TooLarge:
+            pass
+        if too_large:
+            await _error(413, f"request body exceeds {MAX_BODY_BYTES} bytes")(scope, receive, send)
+
+
 def add_routes(app: FastAPI, service: Service) -> None:
     """The endpoints and their error responses on `app`."""
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if request.url.path.startswith(PREFIX) and length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return _error(413, f"request body of {int(length)} bytes exceeds {MAX_BODY_BYTES}")
-        return await call_next(request)
+    app.add_middleware(BodyLimit)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException):  # an unreadable body
+        if not request.url.path.startswith(PREFIX):  # the Gradio app's own routes answer as Gradio expects
+            return await http_exception_handler(request, err)
+        return _error(err.status_code, f"{request.method} {request.url.path}: {err.detail}")
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError):
@@ -146,7 +191,8 @@ def add_routes(app: FastAPI, service: Service) -> None:
     def edit(request: EditRequest) -> dict:
         settings = _settings(service, request)
         answer = service.edit(decode_image(request.image, "image", service), request.instruction,
-                              max_new_tokens=request.max_new_tokens, settings=settings)
+                              force_image=request.force_image, max_new_tokens=request.max_new_tokens,
+                              settings=settings)
         return _answer_json(answer)
 
     @app.post(f"{PREFIX}/reconstruct")
@@ -154,3 +200,12 @@ def add_routes(app: FastAPI, service: Service) -> None:
         settings = _settings(service, request)
         image = service.reconstruct(decode_image(request.image, "image", service), settings=settings)
         return {"image": encode_png(image)}
+
+    endpoints = {route.path for route in app.routes if route.path.startswith(PREFIX)}
+
+    @app.api_route(PREFIX + "/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    def elsewhere(request: Request, rest: str):  # before the Gradio app, mounted at /, answers it as a page
+        if request.url.path in endpoints:
+            return _error(405, f"{request.method} {request.url.path}: use "
+                               f"{'GET' if request.url.path.endswith('/health') else 'POST'}")
+        return _error(404, f"{request.method} {request.url.path}: no such endpoint; see the README's \"Serving\"")

@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import re
 import threading
 from typing import Any, Iterator, NamedTuple, Sequence
 
+import jax
 import numpy as np
 from PIL import Image
 
@@ -158,7 +160,7 @@ class Service:
     def _pipe(self, which: str) -> SeedX:
         pipe = self.chat_pipe if which == "chat" else self.edit_pipe
         if pipe is None:
-            what = {"chat": "a SEED-X-I checkpoint (--checkpoint)", "edit": "a SEED-X-Edit checkpoint "
+            what = {"chat": "SEED-X-I checkpoint (--checkpoint)", "edit": "SEED-X-Edit checkpoint "
                     "(--edit-checkpoint)"}[which]
             raise RequestError(f"this server has no {what}")
         return pipe
@@ -178,6 +180,13 @@ class Service:
                 raise RequestError(str(err).splitlines()[0]) from None
             except NonFiniteError as err:
                 raise ModelError(str(err).splitlines()[0]) from None
+            except (jax.errors.JaxRuntimeError, MemoryError) as err:
+                from seedx_jax.cli import out_of_memory
+
+                line = out_of_memory(err)  # "out of CPU memory rendering ...; try a smaller --height/--width"
+                if line is None:
+                    raise
+                raise ModelError(re.sub(r"--([a-z-]+)", lambda m: m[1].replace("-", "_"), line)) from None  # fields
             finally:
                 pipe.progress = saved
 
@@ -197,10 +206,15 @@ class Service:
         max_new_tokens = self.max_new_tokens(max_new_tokens, 512)
         first = conversation is None or not conversation.turns
         conv = copy.deepcopy(conversation) if conversation is not None and conversation.turns else None
-        with self._running(pipe, progress):
-            turn, conv = pipe.chat(question, images, conversation=conv, grounding=grounding and first,
-                                   force_image=force_image, max_new_tokens=max_new_tokens, seed=settings.seed)
-            drawn, note = self._draw(pipe, turn, settings, max_new_tokens)
+        try:
+            with self._running(pipe, progress):
+                turn, conv = pipe.chat(question, images, conversation=conv, grounding=grounding and first,
+                                       force_image=force_image, max_new_tokens=max_new_tokens, seed=settings.seed)
+                drawn, note = self._draw(pipe, turn, settings, max_new_tokens)
+        except RequestError as err:
+            if not first and "exceeds the context" in str(err):  # the history has filled the context
+                raise RequestError(f"{err}; clear the conversation or lower max_new_tokens") from None
+            raise
         boxed = draw_boxes(conv.images[0], turn.boxes) if turn.boxes and conv.images else None
         return _answer(turn, drawn, boxed, note), conv
 
@@ -215,13 +229,14 @@ class Service:
         images = [] if pixels is None else [Image.fromarray(pixels)]
         return _answer(turn, images, None, None if images else _no_image_note(turn, max_new_tokens))
 
-    def edit(self, image: Image.Image, instruction: str, *, max_new_tokens=None, settings: RenderSettings,
-             progress: Progress | None = None) -> Answer:
+    def edit(self, image: Image.Image, instruction: str, *, force_image: bool = False, max_new_tokens=None,
+             settings: RenderSettings, progress: Progress | None = None) -> Answer:
         pipe = self._pipe("edit")
         max_new_tokens = self.max_new_tokens(max_new_tokens, 512)
         with self._running(pipe, progress):
-            turn, pixels = pipe.edit(image, instruction, max_new_tokens=max_new_tokens, height=settings.height,
-                                     width=settings.width, sampler=settings.sampler, seed=settings.seed)
+            turn, pixels = pipe.edit(image, instruction, force_image=force_image, max_new_tokens=max_new_tokens,
+                                     height=settings.height, width=settings.width, sampler=settings.sampler,
+                                     seed=settings.seed)
         images = [] if pixels is None else [Image.fromarray(pixels)]
         return _answer(turn, images, None, None if images else _no_image_note(turn, max_new_tokens))
 
@@ -256,4 +271,4 @@ def _answer(turn: Turn, images: list[Image.Image], boxed: Image.Image | None, no
 def _no_image_note(turn: Turn, max_new_tokens: int) -> str:
     if turn.cut_off:
         return f"max_new_tokens={max_new_tokens} ended the answer inside its image; raise it"
-    return "the model answered without an image; tick 'force image generation' to make it draw"
+    return "the model answered without an image; 'force image generation' (force_image) makes it draw"

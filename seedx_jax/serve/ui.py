@@ -9,8 +9,10 @@ API too (`api_name`s below; `gradio_client.Client(url).view_api()` lists them).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import html
 import os
+import threading
 import uuid
 from typing import Iterator
 
@@ -25,20 +27,27 @@ QUEUE = "models"  # every event's concurrency id: one request on the models at a
 
 
 class PageProgress(Progress):
-    """The pipelines' stages and step counters (LLM decoding, sampler steps) on the page's progress bar."""
+    """The pipelines' stages and step counters (LLM decoding, sampler steps) on the page's progress bar.
+
+    Step counters arrive on XLA's callback threads, where Gradio's context variables (which event the
+    bar belongs to) are unset and its updates would be dropped: they run in the request's context."""
 
     def __init__(self, bar: gr.Progress):
         super().__init__(quiet=True)
-        self._bar = bar
+        self._bar, self._context, self._lock = bar, contextvars.copy_context(), threading.Lock()
+
+    def _show(self, value, desc: str) -> None:
+        with self._lock:  # a Context is entered by one thread at a time
+            self._context.run(self._bar, value, desc=desc)
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        self._bar(0, desc=name)
+        self._show(0, name)
         with super().stage(name):
             yield
 
     def step(self, i: int, total: int, label: str) -> None:
-        self._bar((i, total), desc=label)
+        self._show((i, total), label)
 
 
 def _refusal(err: Exception) -> gr.Error:
@@ -105,11 +114,12 @@ class App:
             raise _refusal(err) from None
         return (answer.images[0] if answer.images else None), _shown_text(answer), _details(answer)
 
-    def edit(self, source, instruction, max_new_tokens, *render, progress=gr.Progress()):
+    def edit(self, source, instruction, force_image, max_new_tokens, *render, progress=gr.Progress()):
         try:
             settings = self._settings(render)
             image = self._upload(source, "source image")
-            answer = self.service.edit(image, instruction or "", max_new_tokens=max_new_tokens, settings=settings,
+            answer = self.service.edit(image, instruction or "", force_image=force_image,
+                                       max_new_tokens=max_new_tokens, settings=settings,
                                        progress=PageProgress(progress))
         except (RequestError, ModelError) as err:
             raise _refusal(err) from None
@@ -186,7 +196,9 @@ def build(service: Service, images_folder: str) -> gr.Blocks:
         with gr.Tab("Edit", visible=has_edit):
             source = gr.File(label="source image", file_types=["image"], type="filepath", elem_id="edit-source")
             instruction = gr.Textbox(label="instruction", elem_id="edit-instruction")
-            edit_tokens = gr.Number(512, precision=0, label="max new tokens")
+            with gr.Row():
+                edit_force = gr.Checkbox(label="force image generation")
+                edit_tokens = gr.Number(512, precision=0, label="max new tokens")
             render = _render_controls(service, "edit", image_guidance=True)
             go = gr.Button("Edit", variant="primary")
             with gr.Row():
@@ -194,7 +206,7 @@ def build(service: Service, images_folder: str) -> gr.Blocks:
                 edited = gr.Image(label="edited", type="pil", format="png", interactive=False, elem_id="edit-image")
             edit_text = gr.Textbox(label="the model's answer")
             edit_details = gr.JSON(label="details", visible=False)
-            go.click(app.edit, [source, instruction, edit_tokens, *render], [shown, edited, edit_text, edit_details],
+            go.click(app.edit, [source, instruction, edit_force, edit_tokens, *render], [shown, edited, edit_text, edit_details],
                      api_name="edit", concurrency_id=QUEUE, show_progress_on=[edited])
         with gr.Tab("Reconstruct"):
             rec_source = gr.File(label="image", file_types=["image"], type="filepath", elem_id="rec-source")
