@@ -243,15 +243,14 @@ def atomic_output(path: str, kind: str, *, inputs: Iterable[str] = (), overwrite
     made = _make_parents(target, name)
     clean_stale_partials(target)
     tmp = _partial_name(target)
-    try:
-        os.mkdir(tmp)
-        if not create:
-            os.rmdir(tmp)
-    except OSError as err:
-        _remove_empty(made)
-        raise OutputError(f"{name} {paths.display(target)}: cannot write in {paths.display(os.path.dirname(target))} "
-                          f"({err.strerror})") from None
-    try:
+    try:  # one block from the mkdir on: Ctrl-C right after it must still remove the partial folder
+        try:
+            os.mkdir(tmp)
+            if not create:
+                os.rmdir(tmp)
+        except OSError as err:
+            raise OutputError(f"{name} {paths.display(target)}: cannot write in "
+                              f"{paths.display(os.path.dirname(target))} ({err.strerror})") from None
         yield tmp
         raise_if_interrupted()
         _move_into_place(tmp, target)

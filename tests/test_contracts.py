@@ -608,7 +608,7 @@ def test_view_encoder_bfloat16_views_are_computed_in_float32(encoder):
     (nan_at(VIEWS), r"^views holds 1 NaN and 0 infinite values$"),
 ], ids=["unbatched", "four-channels", "nchw", "not-square", "side-not-patches", "empty", "uint8", "nan"])
 def test_view_encoder_refuses_before_tracing(encoder, monkeypatch, views, message):
-    monkeypatch.setattr(encoder, "_run", reached("ViewEncoder._run"))
+    monkeypatch.setattr("seedx_jax.vision.encode._encode", reached("the ViT program"))
     with pytest.raises(ValueError, match=message):
         encoder(views)
 

@@ -293,6 +293,7 @@ def test_out_of_range_settings_in_the_page_are_one_readable_error(page):
     page.locator("#t2i-prompt textarea").fill("a cat")
     page.locator("#t2i-sampling").get_by_text("Sampling").click()
     page.locator("#t2i-seed input").fill("-5")
+    page.locator("#t2i-seed input").press("Tab")  # the field commits its value when it loses focus
     page.get_by_role("button", name="Generate").click()
     page.get_by_text("seed: -5 is outside").first.wait_for()
 
