@@ -192,9 +192,6 @@ class Service:
 
     # -- requests ----------------------------------------------------------------------------------
 
-    def new_conversation(self) -> Conversation:
-        return self._pipe("chat").new_conversation()
-
     def chat(self, question: str, images: Sequence[Image.Image] = (), conversation: Conversation | None = None, *,
              grounding: bool = False, force_image: bool = False, max_new_tokens=None, settings: RenderSettings,
              progress: Progress | None = None) -> tuple[Answer, Conversation]:
