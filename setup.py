@@ -11,10 +11,10 @@ RUNTIME = [
     "optax>=0.2.8",
     "orbax-checkpoint>=0.12.8",
     "ml_collections>=1.1.0",
-    "einops>=0.8",
     "numpy>=2.0",
     "pillow>=10.0",
     "sentencepiece>=0.2",  # the SEED-X tokenizer
+    "tqdm>=4.66",  # the progress bar of `seedx-jax eval`
     "qwix>=0.1.8",  # int8 LLM weights (seedx_jax.quantization); needs flax>=0.12
 ]
 # PyTorch-side packages: weight conversion and parity tests only, never imported by the JAX runtime.
@@ -28,8 +28,9 @@ CONVERT = [
 ]
 # `seedx-jax serve`: the web app and the HTTP JSON API
 SERVE = ["gradio>=6.31,<7", "fastapi>=0.115", "uvicorn>=0.30"]
-# training: input pipelines, TensorBoard events, the absl command line of `python -m seedx_jax.train`
-DATA = ["grain>=0.2.18", "array_record>=0.8", "tensorboardX>=2.6", "absl-py>=1.0"]
+# training: input pipelines, TensorBoard events, the absl command line of `python -m seedx_jax.train`,
+# TensorFlow Datasets prepared on disk (read without TensorFlow: docs/tfds.md)
+DATA = ["grain>=0.2.18", "array_record>=0.8", "tensorboardX>=2.6", "absl-py>=1.0", "tensorflow-datasets>=4.9.10"]
 
 setup(
     name="seedx_jax",

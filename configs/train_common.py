@@ -66,13 +66,16 @@ def _value_type(hint):
 
 
 def source(fmt: str, task: str, *, weight: float = 1.0, micro_batch: int, max_length: int = 0, paths: str = "",
-           image_dir: str = "", grids=COMPREHENSION_GRIDS, resolution: int = 1024, min_resolution: int = 0,
-           min_aspect_ratio: float = 0.0, similarity_threshold: float = 0.0) -> ml_collections.ConfigDict:
-    """One data source; `paths` is a comma-separated list of globs."""
+           image_dir: str = "", data_dir: str = "", grids=COMPREHENSION_GRIDS, resolution: int = 1024,
+           min_resolution: int = 0, min_aspect_ratio: float = 0.0,
+           similarity_threshold: float = 0.0) -> ml_collections.ConfigDict:
+    """One data source; `paths` is a comma-separated list of globs, or for `fmt="tfds"` of TFDS
+    `NAME[/CONFIG][:VERSION]:SPLIT` specs (`coco_captions:train`) prepared in `data_dir` ("": TFDS's
+    default, $TFDS_DATA_DIR or ~/tensorflow_datasets; docs/tfds.md)."""
     return ml_collections.ConfigDict(dict(
-        format=fmt, task=task, paths=paths, image_dir=image_dir, weight=weight, micro_batch=micro_batch,
-        max_length=max_length, max_views=max(int(g[0]) * int(g[2]) for g in grids) + 1, grids=tuple(grids),
-        resolution=resolution, min_resolution=min_resolution, min_aspect_ratio=min_aspect_ratio,
+        format=fmt, task=task, paths=paths, image_dir=image_dir, data_dir=data_dir, weight=weight,
+        micro_batch=micro_batch, max_length=max_length, max_views=max(int(g[0]) * int(g[2]) for g in grids) + 1,
+        grids=tuple(grids), resolution=resolution, min_resolution=min_resolution, min_aspect_ratio=min_aspect_ratio,
         similarity_threshold=similarity_threshold))
 
 

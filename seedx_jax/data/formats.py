@@ -4,6 +4,7 @@
 * Single-turn edit jsonl: `{"source_image", "target_image", "instruction"[, "instruction_new", "response"]}`.
 * webdataset-style tar shards of image-caption pairs: members `KEY.jpg`, `KEY.txt`, optional `KEY.json`.
 * ArrayRecord shards written by `seedx_jax.data.prepare` (any of the above, images embedded).
+* TensorFlow Datasets prepared on disk, named `NAME[/CONFIG][:VERSION]:SPLIT` (`seedx_jax.data.tfds_source`).
 
 Readers index their files once (line offsets, tar member offsets) and read one record per lookup, so
 they work inside Grain worker processes. Nothing is parsed or decoded at index time: a malformed line
@@ -22,8 +23,11 @@ import numpy as np
 
 from seedx_jax.paths import resolve
 
-FORMATS = ("llava_jsonl", "edit_jsonl", "webdataset", "array_record")
+FORMATS = ("llava_jsonl", "edit_jsonl", "webdataset", "array_record", "tfds")
 KINDS = {"llava_jsonl": "vqa", "edit_jsonl": "edit", "webdataset": "caption"}
+# the record kind each training task reads (seedx_jax.data.examples.ExampleBuilder): a TFDS dataset is
+# read as records of this kind
+TASK_KINDS = {"vqa": "vqa", "t2i": "caption", "edit": "edit", "detok_image": "caption", "detok_edit": "edit"}
 
 
 @dataclasses.dataclass
@@ -190,18 +194,26 @@ class ArrayRecordReader:
         return decode_record(self._source[i], f"{self._paths[0] if len(self._paths) == 1 else 'array_record'}#{i}")
 
 
-def open_source(fmt: str, paths: Sequence[str], image_dir: str = ""):
+def open_source(fmt: str, paths: Sequence[str], image_dir: str = "", *, kind: str = "", data_dir: str = ""):
     """A random-access reader (`len`, `[i] -> RawRecord`) of `paths` in format `fmt`; the jsonl formats
     join relative image paths to `image_dir` (relative to the working directory, `~` expanded).
+    Format "tfds": `paths` are `NAME[/CONFIG][:VERSION]:SPLIT` specs of TFDS datasets prepared in
+    `data_dir` ("" = TFDS's default folder), read as records of `kind` (vqa | caption | edit).
 
     Raises:
-      ValueError: an unknown format, or no paths.
+      ValueError: an unknown format, no paths, a bad TFDS spec, or a TFDS dataset that cannot be read
+        (`seedx_jax.data.tfds_source.TfdsError`).
       FileNotFoundError: a path or `image_dir` that does not exist.
     """
     if fmt not in FORMATS:
         raise ValueError(f"data format {fmt!r} is not one of {FORMATS}")
     if not paths:
         raise ValueError(f"data source of format {fmt!r} names no files")
+    if fmt == "tfds":
+        from seedx_jax.data.tfds_source import TfdsReader, parse_tfds_spec
+
+        readers = [TfdsReader(*parse_tfds_spec(spec), data_dir, kind) for spec in paths]
+        return readers[0] if len(readers) == 1 else Concat(readers)
     if fmt == "webdataset":
         return WebDatasetReader(paths)
     if fmt == "array_record":

@@ -93,7 +93,7 @@ def _inputs(paths: list[str], image_dir: str) -> list[str]:
 
 def main(argv=None) -> int:
     parser = ArgumentParser(prog="python -m seedx_jax.data.prepare", description=__doc__.split("\n")[0])
-    parser.add_argument("--format", required=True, choices=[f for f in FORMATS if f != "array_record"])
+    parser.add_argument("--format", required=True, choices=[f for f in FORMATS if f not in ("array_record", "tfds")])
     parser.add_argument("--paths", required=True, help="comma-separated globs of jsonl files or tar shards")
     parser.add_argument("--image-dir", default="", help="jsonl formats: image paths are relative to this")
     parser.add_argument("--out", required=True, help="output directory (new or empty; earlier shards of ours "

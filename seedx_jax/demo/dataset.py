@@ -52,6 +52,35 @@ def read_scenes(split_dir: str) -> list[dict]:
     return rows
 
 
+@dataclasses.dataclass(frozen=True)
+class SceneExample:
+    """Scene `row["index"]` of a split: its `scenes.jsonl` row and its three images as PNG bytes."""
+
+    row: dict  # keys index, scene, questions, grounding, drawn, caption, edit (as scenes.jsonl)
+    image: bytes  # the comprehension scene, any size
+    drawn: bytes  # the square scene of the caption and the edit's source
+    target: bytes | None  # the edit's target; None when the scene has no edit
+
+    @property
+    def turns(self) -> list[str]:
+        """The conversation of the scene's comprehension record: its QA turns, then the grounding pair."""
+        return self.row["questions"] + list(self.row["grounding"] or [])
+
+
+def scene_example(seed: int, split: str, i: int, cfg: WorldConfig = WorldConfig()) -> SceneExample:
+    """Scene i of `split`, drawn from `random.Random(f"{seed}-{split}-{i}")`."""
+    rng = random.Random(f"{seed}-{split}-{i}")
+    scene = sample_scene(rng, cfg)  # any size: comprehension (any-res)
+    drawn = sample_scene(rng, cfg, GENERATION_ASPECTS)  # square: captions and edits
+    turns = [t for qa in texts.questions(scene, rng) for t in qa]
+    ground = texts.grounding(scene, rng)
+    edited = texts.edit(drawn, rng, cfg)
+    row = {"index": i, "scene": scene_record(scene), "questions": turns, "grounding": ground and list(ground),
+           "drawn": scene_record(drawn), "caption": texts.caption(drawn),
+           "edit": edited and {"instruction": edited[0], "target": scene_record(edited[1])}}
+    return SceneExample(row, png(scene), png(drawn), png(edited[1]) if edited else None)
+
+
 def write_split(out: str, *, seed: int, split: str, scenes: int, cfg: WorldConfig = WorldConfig()) -> dict:
     """Writes `out/` (atomically); returns the record counts per kind."""
     from array_record.python.array_record_module import ArrayRecordWriter
@@ -61,29 +90,17 @@ def write_split(out: str, *, seed: int, split: str, scenes: int, cfg: WorldConfi
         writers = {kind: ArrayRecordWriter(os.path.join(tmp, name), "group_size:1") for kind, name in FILES.items()}
         with open(os.path.join(tmp, "scenes.jsonl"), "w") as index:
             for i in range(scenes):
-                rng = random.Random(f"{seed}-{split}-{i}")
-                scene = sample_scene(rng, cfg)  # any size: comprehension (any-res)
-                drawn = sample_scene(rng, cfg, GENERATION_ASPECTS)  # square: captions and edits
-                image, location = png(scene), f"shapes:{split}:{i}"
-                turns = [t for qa in texts.questions(scene, rng) for t in qa]
-                ground = texts.grounding(scene, rng)
-                if ground:
-                    turns += list(ground)
-                records = [RawRecord("vqa", location, {"data": turns}, {"image": image}),
-                           RawRecord("caption", location, {"caption": texts.caption(drawn)}, {"image": png(drawn)})]
-                edited = texts.edit(drawn, rng, cfg)
-                if edited:
-                    instruction, target = edited
-                    records.append(RawRecord("edit", location, {"instruction": instruction},
-                                             {"source_image": png(drawn), "target_image": png(target)}))
+                example, location = scene_example(seed, split, i, cfg), f"shapes:{split}:{i}"
+                records = [RawRecord("vqa", location, {"data": example.turns}, {"image": example.image}),
+                           RawRecord("caption", location, {"caption": example.row["caption"]},
+                                     {"image": example.drawn})]
+                if example.target is not None:
+                    records.append(RawRecord("edit", location, {"instruction": example.row["edit"]["instruction"]},
+                                             {"source_image": example.drawn, "target_image": example.target}))
                 for record in records:
                     writers[record.kind].write(encode_record(record))
                     counts[record.kind] += 1
-                index.write(json.dumps({
-                    "index": i, "scene": scene_record(scene), "questions": turns[:-2] if ground else turns,
-                    "grounding": ground and list(ground), "drawn": scene_record(drawn),
-                    "caption": texts.caption(drawn),
-                    "edit": edited and {"instruction": edited[0], "target": scene_record(edited[1])}}) + "\n")
+                index.write(json.dumps(example.row) + "\n")
         for writer in writers.values():
             writer.close()
         with open(os.path.join(tmp, "split.json"), "w") as f:

@@ -21,7 +21,7 @@ from seedx_jax.agent.model import SeedXAgent
 from seedx_jax.agent.tokenizer import SeedXTokenizer
 from seedx_jax.checkpoint import load_model
 from seedx_jax.data.examples import ExampleBuilder, ExampleSpec
-from seedx_jax.data.formats import open_source
+from seedx_jax.data.formats import TASK_KINDS, open_source
 from seedx_jax.data.pipeline import ExampleStream, Mixture, SourceSpec
 from seedx_jax.data.sequences import PromptLists
 from seedx_jax.detokenizer.model import Detokenizer, DetokenizerConfig
@@ -284,6 +284,17 @@ def _paths(name: str, pattern: str) -> list[str]:
     return paths
 
 
+def _source_paths(name: str, src) -> list[str]:
+    """The files of the source's globs; for format "tfds", its comma-separated `NAME:SPLIT` specs as given."""
+    if src.format != "tfds":
+        return _paths(name, src.paths)
+    specs = [spec.strip() for spec in src.paths.split(",") if spec.strip()]
+    if not specs:
+        raise TrainConfigError(f"config.data.sources.{name}.paths={src.paths!r} names no TFDS dataset (e.g. "
+                               f"coco_captions:train)")
+    return specs
+
+
 def example_specs(config, view_size: int) -> dict[str, ExampleSpec]:
     """Each data source's example shapes and filters, by source name."""
     data = config.data
@@ -301,9 +312,10 @@ def build_data(config, tokenizer: SeedXTokenizer | None, view_size: int) -> Mixt
     data = config.data
     streams, specs = [], []
     for (name, src), spec in zip(data.sources.items(), example_specs(config, view_size).values()):
-        paths = _paths(name, src.paths)
-        try:
-            reader = open_source(src.format, paths, src.image_dir)
+        paths = _source_paths(name, src)
+        try:  # data_dir: TFDS sources only; absent from configs saved before it existed
+            reader = open_source(src.format, paths, src.image_dir, kind=TASK_KINDS[src.task],
+                                 data_dir=src.get("data_dir", ""))
         except (FileNotFoundError, ValueError) as err:
             raise TrainConfigError(f"config.data.sources.{name}: {err}") from None
         streams.append(ExampleStream(name, reader, ExampleBuilder(spec, tokenizer), seed=data.seed,

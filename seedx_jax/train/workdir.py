@@ -31,6 +31,9 @@ def run_inputs(config) -> list[str]:
     """The files and folders a training config reads: the tokenizer, init checkpoints, data files."""
     found = [config.get("tokenizer", "")] + [p for p in config.init.values() if p]
     for source in config.data.sources.values():
+        if source.format == "tfds":  # paths are dataset specs; the prepared files live in data_dir
+            found.append(source.get("data_dir", ""))
+            continue
         for pattern in source.paths.split(","):
             if pattern.strip():
                 found += glob.glob(os.path.expanduser(pattern.strip()))
