@@ -188,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(see `seedx-jax convert --help`)")
     sub.add_parser("export", add_help=False, help="a converted checkpoint -> the released PyTorch files "
                                                   "(see `seedx-jax export --help`)")
+    sub.add_parser("eval", add_help=False, help="a pipeline on a benchmark (SEED-Bench, POPE, VQAv2, RefCOCO, "
+                                                "GenEval prompts, TFDS datasets; see `seedx-jax eval --help`)")
     sub.add_parser("serve", add_help=False, help="the web app (Gradio) and HTTP JSON API over SEED-X pipelines "
                                                  "(see `seedx-jax serve --help`)")
     return parser
@@ -437,6 +439,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from seedx_jax.serve.cli import main as serve_main
 
         return serve_main(argv[1:])
+    if argv[:1] == ["eval"]:
+        from seedx_jax.evaluation.cli import main as eval_main
+
+        return eval_main(argv[1:])
     if argv[:1] in (["convert"], ["export"]):
         from seedx_jax.convert.cli import main as convert_main
 

@@ -36,7 +36,7 @@ from seedx_jax.llama.generate import Sampling
 from seedx_jax.progress import reporting
 
 if TYPE_CHECKING:
-    from seedx_jax.pipelines import Turn
+    from seedx_jax.pipelines import Turn, UserTurn
 
 PROMPT_BUCKET = 64  # prompts are right-padded to a multiple of this: one decode program per bucket
 
@@ -65,10 +65,12 @@ class BatchDecoding:
 
     def _decode_rows(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, sampling: Sampling, seed: int, *,
                      stage: str, length: int | None = None, cmp_mask: Sequence[Sequence[bool]] | None = None,
-                     cmp_features=None, cmp_positions=None, box_image: Image.Image | None = None,
-                     opened_box: bool = False) -> list[Turn]:
+                     cmp_features=None, cmp_positions=None,
+                     box_images: Sequence[Image.Image | None] | None = None,
+                     opened_box: Sequence[bool] | bool = False) -> list[Turn]:
         """Checked prompts (BOS first) right-padded to `length` (default: `_padded_length`) as one batch ->
-        one answer per row; `cmp_*`: the comprehension images of the rows, in slot order."""
+        one answer per row; `cmp_*`: the comprehension images of the rows, in slot order; `box_images`:
+        per row, the image its boxes are measured on (None: no boxes)."""
         self._need_weights()
         length = length or self._padded_length(max(map(len, prompts)), max_new_tokens)
         ids = np.zeros((len(prompts), length), np.int32)
@@ -83,8 +85,35 @@ class BatchDecoding:
             out = self._generator(ids, prompt_lengths=[len(p) for p in prompts], max_new_tokens=max_new_tokens,
                                   forcing=self.forcing, stop_token_ids=[self.tokenizer.eos_id], sampling=sampling,
                                   seed=seed, pad_token_id=self.tokenizer.pad_id, progress=True, **images)
+        box_images = box_images or [None] * len(prompts)
+        opened = [opened_box] * len(prompts) if isinstance(opened_box, bool) else opened_box
         return [self._answer(prompt, out.tokens[row, :out.num_tokens[row]].tolist(), out.image_features[row],
-                             box_image, opened_box) for row, prompt in enumerate(prompts)]
+                             box_images[row], opened[row]) for row, prompt in enumerate(prompts)]
+
+    def answer_batch(self, turns: Sequence[UserTurn], *, max_new_tokens: int, batch_size: int | None = None,
+                     sampling: Sampling = Sampling(), seed: int = 0, stage: str = "answering") -> list[Turn]:
+        """First turns checked by `prepare_chat` (each a conversation of its own) -> their answers, decoded
+        `batch_size` rows at a time (default: all at once; the last batch padded with copies of its last
+        row, so one program serves every batch). Each turn's images are encoded on their own, as `chat`
+        encodes them; boxes are measured on each turn's first image."""
+        self._need_weights()
+        turns = list(turns)
+        size = batch_size or len(turns)
+        answers = []
+        for j, (batch, padded) in enumerate(_batches(turns, size)):
+            features, positions = [], []
+            for turn in padded:
+                if turn.anyres:
+                    features.append(np.asarray(self.encoder(np.concatenate([a.pixels for a in turn.anyres]))))
+                    positions.append(np.concatenate([a.positions for a in turn.anyres]))
+            images = dict(cmp_mask=[[False, *t.mask] for t in padded], cmp_features=np.concatenate(features),
+                          cmp_positions=np.concatenate(positions)) if features else {}
+            rows = self._decode_rows([[self.tokenizer.bos_id, *t.ids] for t in padded], max_new_tokens, sampling,
+                                     (seed + j) % 2 ** 32, stage=f"{stage}: batch {j + 1}, {len(batch)} row(s)",
+                                     box_images=[t.images[0] if t.images else None for t in padded],
+                                     opened_box=[t.opened_box for t in padded], **images)
+            answers += rows[:len(batch)]
+        return answers
 
     def generate_images(self, captions: Sequence[str], *, num_images_per_prompt: int = 1, batch_size: int = 4,
                         render_batch_size: int = 1, height: int = 1024, width: int = 1024,

@@ -280,7 +280,7 @@ class SeedX(BatchDecoding):
                       cmp_positions=np.stack(conv.positions)) if conv.features else {}
         stage = f"generating (prompt {len(conv.ids)} tokens, at most {max_new_tokens} new)"
         (turn,) = self._decode_rows([conv.ids], max_new_tokens, sampling, seed, stage=stage, opened_box=opened_box,
-                                    box_image=conv.images[0] if conv.images else None, **images)
+                                    box_images=[conv.images[0] if conv.images else None], **images)
         history = self._without_stop(turn.token_ids)
         conv.ids.extend(history)
         conv.cmp_mask.extend([False] * len(history))

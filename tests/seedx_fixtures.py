@@ -64,7 +64,7 @@ class TorchAgent(nn.Module):
 def script_agent(agent, tokenizer, transitions: dict[str, str]) -> None:
     """Make a random agent answer deterministically: with the residual branches zeroed, the hidden
     state is RMSNorm(embedding of the current token), and lm_head maps each `transitions` source
-    token to its target (token strings, or "\\n" / "</s>"). Other tokens get logit 0."""
+    token to its target (token strings, "\\n" / "</s>", or ids). Other tokens get logit 0."""
     import jax.numpy as jnp
 
     llm = agent.llm
@@ -95,5 +95,8 @@ def script_torch_agent(agent: TorchAgent, tokenizer, transitions: dict[str, str]
             head[_token_id(tokenizer, dst)] += 10 * e / torch.sqrt(torch.mean(e * e))
 
 
-def _token_id(tokenizer, token: str) -> int:
+def _token_id(tokenizer, token: str | int) -> int:
+    """A token string ("\\n", "</s>", an added token) or an id (a SentencePiece piece's)."""
+    if isinstance(token, int):
+        return token
     return {"\n": 13, "</s>": tokenizer.eos_id}.get(token) or tokenizer.token_id(token)

@@ -23,7 +23,6 @@ from seedx_jax.agent.tokenizer import SeedXTokenizer
 from seedx_jax.checkpoint import load_model, save_model, save_pipeline
 from seedx_jax.demo import dataset, evaluate, report, standins, vit_pretrain
 from seedx_jax.detokenizer.model import Detokenizer
-from seedx_jax.diffusion.sampling import SamplerConfig
 from seedx_jax.outputs import atomic_output, write_marker
 from seedx_jax.pipelines import SeedX
 from seedx_jax.progress import Progress
@@ -171,19 +170,12 @@ def evaluate_models(root: str, opts: DemoOptions, tokenizer: SeedXTokenizer, pro
                   detokenizer=pipe_i.detokenizer, template="seed_x_i")
     save_pipeline(os.path.join(models, "seedx_edit"), tokenizer=tokenizer, vit=vit, agent=pipe_edit.agent,
                   detokenizer=pipe_edit.detokenizer, template="seed_x_edit")
-    rows = dataset.read_scenes(os.path.join(root, "data", "test"))
     side = demo_config("detok_stage1").data.sources.images.resolution
     grids = tuple(demo_config("sft_comp_gen").data.sources.vqa.grids)  # VQA is asked as it was trained
-    sampler = SamplerConfig(num_steps=opts.sampler_steps, guidance_scale=opts.guidance_scale)
-    metrics, samples = {}, []
-    for name, run in (
-            ("comprehension", lambda: evaluate.comprehension(pipe_i, rows, grids, progress, opts.samples)),
-            ("text-to-image", lambda: evaluate.text_to_image(pipe_i, rows, side, sampler, opts.seed, progress,
-                                                               opts.samples)),
-            ("editing", lambda: evaluate.editing(pipe_edit, rows, side, sampler, opts.seed, progress, opts.samples)),
-            ("reconstruction", lambda: evaluate.reconstruction(pipe_i, rows, side, sampler, opts.seed, opts.samples))):
-        with progress.stage(f"  {name}"):
-            m, s = run()
-        metrics.update(m)
-        samples += s
+    pipes = {"i": (os.path.join(models, "seedx_i"), pipe_i), "edit": (os.path.join(models, "seedx_edit"), pipe_edit)}
+    with progress.stage("  held-out tasks through seedx-jax eval (eval/<task>/)"):
+        metrics, samples = evaluate.run_all(pipes, os.path.join(root, "data", "test"), os.path.join(root, "eval"),
+                                            side=side, grids=grids, steps=opts.sampler_steps,
+                                            guidance=opts.guidance_scale, seed=opts.seed, scenes=opts.test_scenes,
+                                            keep=opts.samples)
     return metrics, samples

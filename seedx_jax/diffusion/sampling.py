@@ -128,6 +128,25 @@ class SamplerTables(NamedTuple):
     scales: jax.Array
 
 
+@dataclasses.dataclass(frozen=True)
+class RenderSettings:
+    """What a user sets for one image request (`seedx-jax serve`, `seedx-jax eval`): the sampler, the seed
+    and the size (SEED-X's scripts: 50 Euler steps, CFG 7.5, image CFG 1.5, 1024 x 1024)."""
+
+    steps: int = 50
+    guidance_scale: float = 7.5
+    image_guidance_scale: float = 1.5
+    seed: int = 0
+    height: int = 1024
+    width: int = 1024
+    solver: str = "euler"
+
+    @property
+    def sampler(self) -> SamplerConfig:
+        return SamplerConfig(solver=self.solver, num_steps=self.steps, guidance_scale=self.guidance_scale,
+                             image_guidance_scale=self.image_guidance_scale)
+
+
 @functools.lru_cache(maxsize=64)
 def sampler_tables(config: SamplerConfig) -> SamplerTables:
     """The schedule of `config`, computed and transferred once per config (configs are frozen)."""

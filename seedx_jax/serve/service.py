@@ -21,7 +21,7 @@ from PIL import Image
 from seedx_jax.agent.prompts import PromptError
 from seedx_jax.agent.tokenizer import TokenizerError
 from seedx_jax.checkpoint import CheckpointError
-from seedx_jax.diffusion.sampling import SamplerConfig
+from seedx_jax.diffusion.sampling import RenderSettings
 from seedx_jax.diffusion.schedulers import SOLVERS
 from seedx_jax.numerics import NonFiniteError
 from seedx_jax.pipelines import Conversation, SeedX, Turn, draw_boxes
@@ -51,25 +51,6 @@ class Limits:
     max_image_pixels: int = 25_000_000
     max_images_per_turn: int = 4
     max_new_tokens: int = 1024
-
-
-@dataclasses.dataclass(frozen=True)
-class RenderSettings:
-    """One image request's sampler settings (SEED-X's scripts: 50 Euler steps, CFG 7.5, image CFG 1.5,
-    1024 x 1024)."""
-
-    steps: int = 50
-    guidance_scale: float = 7.5
-    image_guidance_scale: float = 1.5
-    seed: int = 0
-    height: int = 1024
-    width: int = 1024
-    solver: str = "euler"
-
-    @property
-    def sampler(self) -> SamplerConfig:
-        return SamplerConfig(solver=self.solver, num_steps=self.steps, guidance_scale=self.guidance_scale,
-                             image_guidance_scale=self.image_guidance_scale)
 
 
 class Answer(NamedTuple):
