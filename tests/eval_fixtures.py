@@ -25,7 +25,7 @@ def answer_ids(tok: SeedXTokenizer, word: str) -> list[int]:
 
 
 def build_pipelines(root) -> dict:
-    """root/chat (seed_x_i), root/base (seed_x), root/edit (stage 2) and root/photo.png (500 x 300)."""
+    """root/chat (seed_x_i), root/base (seed_x) and root/photo.png (500 x 300)."""
     tok = SeedXTokenizer(train_sp_model(str(root / "sp.model")))
     car = answer_ids(tok, "car")
     script = {"\n": car[0], **dict(zip(car, car[1:])), car[-1]: "</s>",
@@ -35,9 +35,7 @@ def build_pipelines(root) -> dict:
     agent = SeedXAgent(AgentConfig.preset("tiny"), rngs=nnx.Rngs(1))
     script_agent(agent, tok, script)
     stage1 = Detokenizer(DetokenizerConfig.preset("tiny"), rngs=nnx.Rngs(2))
-    for name, template, detok in (("chat", "seed_x_i", stage1), ("base", "seed_x", stage1),
-                                  ("edit", "seed_x_edit", Detokenizer(DetokenizerConfig.preset("tiny_edit"),
-                                                                      rngs=nnx.Rngs(3)))):
-        save_pipeline(str(root / name), tokenizer=tok, vit=vit, agent=agent, template=template, detokenizer=detok)
+    for name, template in (("chat", "seed_x_i"), ("base", "seed_x")):
+        save_pipeline(str(root / name), tokenizer=tok, vit=vit, agent=agent, template=template, detokenizer=stage1)
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 500, 3), np.uint8)).save(root / "photo.png")
-    return {name: root / name for name in ("chat", "base", "edit")}
+    return {name: root / name for name in ("chat", "base")}

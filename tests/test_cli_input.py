@@ -263,10 +263,10 @@ def test_an_output_refusal_names_the_option_of_its_interface(ckpts, tmp_path, ca
 
 def test_help_and_an_unknown_command_list_every_command(capsys):
     assert main(["--help"]) == 0
-    assert "{chat,generate,edit,reconstruct,convert,export,serve}" in capsys.readouterr().out
+    assert "{chat,generate,edit,reconstruct,convert,export,eval,serve}" in capsys.readouterr().out
     assert main(["bogus"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "'reconstruct', 'convert', 'export', 'serve')" in err[0], err
+    assert len(err) == 1 and "'reconstruct', 'convert', 'export', 'eval', 'serve')" in err[0], err
 
 
 def _out_of_memory(*args, **kwargs):

@@ -161,16 +161,50 @@ def test_reconstruct_scores_the_images_it_writes_and_skips_an_undecodable_one(pi
     not an image is skipped at prediction time with its file:line, and the run goes on."""
     photo = pipes["base"].parent / "photo.png"
     (tmp_path / "broken.png").write_bytes(b"not a png")
-    data = write_jsonl(tmp_path / "images.jsonl", [{"id": "a", "image": str(photo)}, {"id": "b", "image": "broken.png"}])
+    Image.open(photo).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(tmp_path / "flipped.png")
+    data = write_jsonl(tmp_path / "images.jsonl", [{"id": "a", "image": str(photo)}, {"id": "b", "image": "broken.png"},
+                                                   {"id": "c", "image": "flipped.png"}])
     out = tmp_path / "rec"
     assert run("eval", "reconstruct", "--checkpoint", pipes["base"], "--data", data, "--out", out, "--steps", "2",
-               "--height", "32", "--width", "32", "--batch-size", "2", "--quiet") == 0
+               "--height", "32", "--width", "32", "--batch-size", "3", "--quiet") == 0
     m = read_metrics(out)
-    assert (m["items"], m["evaluated"], m["skipped"]["count"]) == (2, 1, 1)
+    assert (m["items"], m["evaluated"], m["skipped"]["count"]) == (3, 2, 1)
     assert m["skipped"]["records"][0].startswith(f"{data}:2: ")
-    drawn = np.asarray(Image.open(out / "images" / "00000.png"), np.float64)
-    source = np.asarray(Image.open(photo).resize((32, 32), Image.Resampling.BICUBIC), np.float64)
-    assert m["metrics"]["psnr"] == pytest.approx(10 * np.log10(255 ** 2 / np.mean((drawn - source) ** 2)))
+    psnr = []
+    for ordinal, source in ((0, photo), (2, tmp_path / "flipped.png")):
+        drawn = np.asarray(Image.open(out / "images" / f"{ordinal:05d}.png"), np.float64)
+        source = np.asarray(Image.open(source).resize((32, 32), Image.Resampling.BICUBIC), np.float64)
+        psnr.append(10 * np.log10(255 ** 2 / np.mean((drawn - source) ** 2)))
+    assert m["metrics"]["psnr"] == pytest.approx(np.mean(psnr))
+
+
+@pytest.mark.parametrize("ragged", ["list", "object_array"])
+def test_tfds_refcoco_layout(ragged):
+    """TFDS ref_coco's layout (objects: bbox (ymin, xmin, ymax, xmax) fractions, refexp/raw per object), as
+    `tfds.data_source` returns an example: one grounding item per expression, its object's box in pixels.
+    (A prepared copy cannot be made here: TFDS serialises nested sequences through TensorFlow.)"""
+    from seedx_jax.evaluation.tfds_items import read_tfds
+
+    raw = [np.asarray([b"the car", b"car on the left"], object), np.asarray([b"the corner"], object)]
+    example = {"image": np.zeros((300, 500, 3), np.uint8), "image/id": 7, "objects": {
+        "id": np.asarray([0, 1]), "bbox": np.asarray([[93 / 300, 194 / 500, 174 / 300, 305 / 500], [0, 0, 0.1, 0.1]],
+                                                     np.float32),
+        "refexp": {"refexp_id": [np.asarray([0, 1]), np.asarray([10])],
+                   "raw": raw if ragged == "list" else np.asarray(raw + [None], object)[:2]}}}
+    records, _ = read_tfds("grounding", "ref_coco/refcoco_unc:validation", [example])
+    assert [r.text for r in records] == ["the car", "car on the left", "the corner"]
+    assert records[0].box == pytest.approx(ANSWER_BOX, abs=1e-3) and records[2].box == pytest.approx((0, 0, 50, 30))
+    assert records[1].image().size == (500, 300)
+
+
+def test_tfds_coco_captions_layout_gives_prompts(tmp_path):
+    """coco_captions' layout (prepared here by a look-alike builder): one t2i prompt per image, its first caption."""
+    from seedx_jax.evaluation.data import open_data
+    from tfds_fixtures import CocoCaptionsLike, caption, prepare
+
+    prepare(CocoCaptionsLike, str(tmp_path), config="2014")
+    prompts = open_data("t2i", "tfds:coco_captions/2014:train", tfds_data_dir=str(tmp_path)).items
+    assert sorted(i.text for i in prompts) == sorted(caption(c) for c in ("red", "green", "blue"))
 
 
 def _eval_command(pipes, data, out):
@@ -178,6 +212,40 @@ def _eval_command(pipes, data, out):
             str(data), "--out", str(out), "--grids", "1x1", "--batch-size", "2", "--quiet"]
 
 
+def test_an_interrupted_evaluation_resumes_to_the_same_metrics(pipes, tmp_path, monkeypatch):
+    """Ctrl-C after a chunk of 8, a line cut off at the end of the file, rerun: the same metrics JSON as an
+    uninterrupted run, every item predicted once (the SIGKILL version: the slow test below)."""
+    from seedx_jax.evaluation.tasks import YesNo
+
+    Image.open(pipes["chat"].parent / "photo.png").save(tmp_path / "p.png")
+    data = write_jsonl(tmp_path / "pope.jsonl", [
+        {"question_id": k, "image": "p.png", "text": "Is there a car?", "label": "yes" if k % 3 else "no",
+         "category": ["random", "popular"][k % 2]} for k in range(12)])
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    common = ["--data", data, "--grids", "1x1", "--quiet"]  # the POPE test's program: batches of 8
+    assert run("eval", "yesno", "--checkpoint", pipes["chat"], "--out", full, *common) == 0
+    predict, chunks = YesNo.predict, []
+
+    def interrupted(self, *args):
+        if len(chunks) == 1:
+            raise KeyboardInterrupt
+        chunks.append(1)
+        return predict(self, *args)
+
+    monkeypatch.setattr(YesNo, "predict", interrupted)
+    assert run("eval", "yesno", "--checkpoint", pipes["chat"], "--out", resumed, *common) == 130
+    monkeypatch.setattr(YesNo, "predict", predict)
+    predictions = resumed / "predictions.jsonl"
+    assert predictions.read_text().count("\n") == 8 and not (resumed / "metrics.json").exists()
+    with open(predictions, "a") as f:
+        f.write('{"id": "8", "answer": "ca')  # a line cut off by a kill
+    assert run("eval", "yesno", "--checkpoint", pipes["chat"], "--out", resumed, *common) == 0
+    ids = [json.loads(line)["id"] for line in predictions.read_text().splitlines()]
+    assert sorted(ids, key=int) == [str(k) for k in range(12)]
+    assert (resumed / "metrics.json").read_text() == (full / "metrics.json").read_text()
+
+
+@pytest.mark.slow  # ~30 s: three processes
 def test_a_killed_evaluation_resumes_to_the_same_metrics(pipes, tmp_path):
     """SIGKILL after some chunks (and a cut-off last line), rerun: the metrics JSON equals an uninterrupted
     run's, and every item has exactly one prediction."""
