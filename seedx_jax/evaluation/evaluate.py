@@ -105,8 +105,12 @@ def evaluate(task: str, checkpoint: str, data: str, out: str, *, pipe: SeedX | N
     run = EvalRun(out, {"task": task, "checkpoint": paths.resolve(checkpoint), "data": _data_record(data),
                         "settings": dataclasses.asdict(run_settings)},
                   inputs=[checkpoint, *data_inputs(data, images_dir, annotations)], overwrite=overwrite)
-    pipe.load_weights(mesh=mesh, precision=precision)
-    return run_task(spec, pipe, source, run, run_settings, quiet=quiet)
+    try:
+        pipe.load_weights(mesh=mesh, precision=precision)
+        return run_task(spec, pipe, source, run, run_settings, quiet=quiet)
+    except BaseException:  # a failed load, an interrupt before any prediction: no empty run folder left
+        run.discard_if_empty()
+        raise
 
 
 def _data_record(data: str) -> str:

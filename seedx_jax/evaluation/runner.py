@@ -81,9 +81,15 @@ class EvalRun:
         else:
             check_target(out, KIND, inputs=inputs, overwrite=overwrite)
         self.path = target
+        self.created = not os.path.isdir(target)
         if not self.resumed:
             os.makedirs(target, exist_ok=True)
             write_marker(target, KIND, run=self.run)
+
+    def discard_if_empty(self) -> None:
+        """After a run that stopped before its first prediction: remove the folder if this run made it."""
+        if self.created and not os.path.exists(self.predictions_file):
+            shutil.rmtree(self.path, ignore_errors=True)
 
     @property
     def predictions_file(self) -> str:
