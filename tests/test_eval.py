@@ -39,7 +39,8 @@ def read_metrics(folder):
 
 def test_vqa_soft_accuracy_relative_paths_from_another_directory(pipes, tmp_path, monkeypatch, capsys):
     """VQAv2 soft accuracy of the answer "car": 10 x car -> 1; 2 x car + 8 x bus -> (2 x 1/3 + 8 x 2/3) / 10
-    = 0.6; 10 x bus -> 0; mean 1.6 / 3. A missing image and a malformed line are skipped with file:line."""
+    = 0.6; 10 x bus -> 0; one gold answer "Car." -> 1 (equal after normalisation); mean 2.6 / 4. A missing
+    image and a malformed line are skipped with file:line."""
     data = tmp_path / "bench"
     data.mkdir()
     Image.open(pipes["chat"].parent / "photo.png").save(data / "a.png")
@@ -49,7 +50,8 @@ def test_vqa_soft_accuracy_relative_paths_from_another_directory(pipes, tmp_path
          "answers": [{"answer": "Car."}] * 2 + [{"answer": "bus"}] * 8, "answer_type": "other"},
         {"question_id": 3, "image": "missing.png", "question": "What?", "answers": ["car"]},
         "{not json",
-        {"question_id": 4, "image": "a.png", "question": "What is it?", "answers": ["bus"] * 10, "answer_type": "num"}])
+        {"question_id": 4, "image": "a.png", "question": "What is it?", "answers": ["bus"] * 10, "answer_type": "num"},
+        {"question_id": 5, "image": "a.png", "question": "What is it?", "answer": "Car.", "answer_type": "single"}])
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -57,17 +59,17 @@ def test_vqa_soft_accuracy_relative_paths_from_another_directory(pipes, tmp_path
     assert run("eval", "vqa", "--checkpoint", checkpoint, "--data", "../bench/vqa.jsonl", "--out", "runs/vqa",
                "--grids", "1x1", "--batch-size", "2", "--quiet") == 0
     metrics = read_metrics(elsewhere / "runs" / "vqa")
-    assert metrics["items"] == 3 and metrics["evaluated"] == 3
-    assert metrics["metrics"]["accuracy"] == pytest.approx(1.6 / 3)
-    assert metrics["metrics"]["per_category"] == pytest.approx({"other": 0.8, "num": 0.0})
+    assert metrics["records"] == 6 and metrics["evaluated"] == 4
+    assert metrics["metrics"]["accuracy"] == pytest.approx(2.6 / 4)
+    assert metrics["metrics"]["per_category"] == pytest.approx({"other": 0.8, "num": 0.0, "single": 1.0})
     skipped = metrics["skipped"]
     assert skipped["count"] == 2
     assert any(r.endswith(f"vqa.jsonl:3: missing image ({data / 'missing.png'})") for r in skipped["records"]), skipped
     assert skipped["by_reason"] == {"malformed line": 1, "missing image": 1}
     assert any("vqa.jsonl:4: malformed line" in r for r in skipped["records"]), skipped
     answers = [json.loads(line)["answer"] for line in open("runs/vqa/predictions.jsonl")]
-    assert answers == ["car"] * 3
-    assert "accuracy 0.5333" in capsys.readouterr().out
+    assert answers == ["car"] * 4
+    assert "vqa: 4 of 6 records evaluated, 2 skipped; accuracy 0.6500" in capsys.readouterr().out
 
 
 def test_multiple_choice_by_likelihood_and_by_generation(pipes, tmp_path):
@@ -152,7 +154,7 @@ def test_a_tfds_dataset_prepared_locally_is_evaluated(pipes, tmp_path):
     assert run("eval", "vqa", "--checkpoint", pipes["chat"], "--data", "tfds:solid_questions:test",
                "--tfds-data-dir", tmp_path / "tfds", "--out", out, "--grids", "1x1", "--quiet") == 0
     m = read_metrics(out)
-    assert (m["items"], m["metrics"]["accuracy"], m["data"]) == (2, 0.5, "tfds:solid_questions:test")
+    assert (m["records"], m["metrics"]["accuracy"], m["data"]) == (2, 0.5, "tfds:solid_questions:test")
     assert {p["id"] for p in map(json.loads, open(out / "predictions.jsonl"))} == {"0", "1"}
 
 
@@ -168,7 +170,8 @@ def test_reconstruct_scores_the_images_it_writes_and_skips_an_undecodable_one(pi
     assert run("eval", "reconstruct", "--checkpoint", pipes["base"], "--data", data, "--out", out, "--steps", "2",
                "--height", "32", "--width", "32", "--batch-size", "3", "--quiet") == 0
     m = read_metrics(out)
-    assert (m["items"], m["evaluated"], m["skipped"]["count"]) == (3, 2, 1)
+    assert (m["records"], m["evaluated"], m["skipped"]["count"]) == (3, 2, 1)
+    assert m["skipped"]["by_reason"] == {"image does not decode": 1}
     assert m["skipped"]["records"][0].startswith(f"{data}:2: ")
     psnr = []
     for ordinal, source in ((0, photo), (2, tmp_path / "flipped.png")):
@@ -283,6 +286,8 @@ def test_a_killed_evaluation_resumes_to_the_same_metrics(pipes, tmp_path):
     (["vqa", "--data", "{tmp}/vqa.jsonl", "--template", "Q: {query}"], "--template: template 'Q: {query}' must hold"),
     (["vqa", "--data", "{tmp}/vqa.jsonl", "--out", "{tmp}/theirs"], "holds other files"),
     (["t2i", "--data", "{tmp}/vqa.jsonl", "--height", "33"], "--height"),
+    (["t2i", "--data", "{tmp}/vqa.jsonl", "--guidance-scale", "-1"], "--guidance-scale: -1.0 must be > 0"),
+    (["vqa", "--data", "{tmp}/vqa.jsonl", "--annotations", "{tmp}/vqa.jsonl"], "--annotations is read only with"),
 ])
 def test_bad_input_is_one_line_before_any_weight_loads(pipes, tmp_path, capsys, argv, message):
     Image.open(pipes["chat"].parent / "photo.png").save(tmp_path / "photo.png")
@@ -305,7 +310,11 @@ def test_other_settings_in_the_same_folder_are_refused_unless_overwrite(pipes, t
     out = tmp_path / "out"
     common = ["eval", "vqa", "--checkpoint", pipes["chat"], "--data", data, "--out", out, "--grids", "1x1", "--quiet"]
     assert run(*common) == 0
-    assert run(*common, "--seed", "5") == 2
-    assert "holds an evaluation with other settings (settings)" in capsys.readouterr().err
-    assert run(*common, "--seed", "5", "--overwrite") == 0
-    assert json.loads((out / "manifest.json").read_text())["run"]["settings"]["render"]["seed"] == 5
+    assert run(*common, "--seed", "5") == 0  # greedy answers: the render settings are not a vqa run's
+    (out / "notes.txt").write_text("mine")
+    assert run(*common, "--template", "{question}") == 2
+    assert ("holds an evaluation with other settings (settings.template: '{question}\\nAnswer the question using "
+            "a single word or phrase.' then, '{question}' now)") in capsys.readouterr().err
+    assert run(*common, "--template", "{question}", "--overwrite") == 0
+    assert json.loads((out / "manifest.json").read_text())["run"]["settings"]["template"] == "{question}"
+    assert (out / "notes.txt").read_text() == "mine"  # --overwrite replaces what the evaluation wrote, only

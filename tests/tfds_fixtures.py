@@ -84,49 +84,6 @@ class SolidQuestions(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             yield i, {"image": solid_png("red"), "question_id": i, "question": "What is it?", "answers": [answer] * 10}
 
 
-class SolidQuestions(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    name = "solid_questions"
-    VERSION = tfds.core.Version("1.0.0")
-
-    def _info(self):
-        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(encoding_format="png"), "question_id": np.int64,
-            "question": tfds.features.Text(), "answers": tfds.features.Sequence(tfds.features.Text())}))
-
-    def _split_generators(self, dl_manager):
-        return {"test": self._generate_examples()}
-
-    def _generate_examples(self):
-        for i, answer in enumerate(["car", "bus"]):
-            yield i, {"image": solid_png("red"), "question_id": i, "question": "What is it?", "answers": [answer] * 10}
-
-
-class RefCocoLike(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    name = "ref_coco"
-    VERSION = tfds.core.Version("1.1.0")
-    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name="refcoco_unc")]
-    # (ymin, xmin, ymax, xmax) fractions: the scripted answer's box (194, 93, 305, 174) on 500 x 300, and another
-    BOXES = [(93 / 300, 194 / 500, 174 / 300, 305 / 500), (0.0, 0.0, 0.1, 0.1)]
-    EXPRESSIONS = [["the car", "car on the left"], ["the corner"]]
-
-    def _info(self):
-        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(encoding_format="jpeg"), "image/id": np.int64,
-            "objects": tfds.features.Sequence({
-                # ref_coco's BBoxFeature reads back as this float32 [4] (encoding one needs TensorFlow)
-                "id": np.int64, "bbox": tfds.features.Tensor(shape=(4,), dtype=np.float32),
-                "refexp": tfds.features.Sequence({"refexp_id": np.int64, "raw": tfds.features.Text()})})}))
-
-    def _split_generators(self, dl_manager):
-        return {"validation": self._generate_examples()}
-
-    def _generate_examples(self):
-        objects = [{"id": k, "bbox": np.asarray(box, np.float32),
-                    "refexp": [{"refexp_id": 10 * k + r, "raw": raw} for r, raw in enumerate(self.EXPRESSIONS[k])]}
-                   for k, box in enumerate(self.BOXES)]
-        yield 0, {"image": solid_png("red", (500, 300), "JPEG"), "image/id": 0, "objects": objects}
-
-
 def prepare(builder_cls, data_dir: str, **kwargs) -> str:
     builder = builder_cls(data_dir=data_dir, file_format="array_record", **kwargs)
     builder.download_and_prepare()

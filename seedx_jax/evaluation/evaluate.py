@@ -13,7 +13,7 @@ from seedx_jax import paths
 from seedx_jax.agent.prompts import PromptError
 from seedx_jax.checkpoint import CheckpointError
 from seedx_jax.diffusion.sampling import RenderSettings
-from seedx_jax.evaluation.data import data_inputs, open_data
+from seedx_jax.evaluation.data import data_inputs, is_tfds, open_data
 from seedx_jax.evaluation.image_tasks import image_tasks
 from seedx_jax.evaluation.runner import EvalRun, Source, run_task
 from seedx_jax.evaluation.tasks import Settings, Task, text_tasks
@@ -47,16 +47,25 @@ def make_settings(task: Task, source: Source, *, template: str | None = None, ma
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise EvalError(f"batch_size={batch_size!r} must be a positive integer")
+    if isinstance(grids, str):
+        raise EvalError(f"grids={grids!r} is one string; pass a list such as ['1x1', '1x2']")
     try:
         chosen = task.check_template(template if template is not None
                                      else source.templates.get(task.name, task.template))
     except ValueError as err:
         raise EvalError(f"--template: {err}") from None
-    render = {f.name for f in dataclasses.fields(RenderSettings)}
+    names = {f.name for f in dataclasses.fields(RenderSettings)}
+    render = RenderSettings(**{k: v for k, v in rest.items() if k in names})
+    try:
+        render.sampler  # noqa: B018 (its checks: steps, guidance scales, solver)
+    except ValueError as err:
+        field = str(err).split("=", 1)[0].removeprefix("SamplerConfig.").replace("num_steps", "steps")
+        raise EvalError(f"--{field.replace('_', '-')}: {str(err).split('=', 1)[1]}") from None
+    rest = {k: v for k, v in rest.items() if k not in names}
+    if not rest.get("decode_batch_size"):
+        rest["decode_batch_size"] = batch_size
     return Settings(template=chosen, max_new_tokens=max_new_tokens or task.max_new_tokens,
-                    grids=tuple(grids or COMPREHENSION_GRIDS), batch_size=batch_size,
-                    render=RenderSettings(**{k: v for k, v in rest.items() if k in render}),
-                    **{k: v for k, v in rest.items() if k not in render})
+                    grids=tuple(grids or COMPREHENSION_GRIDS), batch_size=batch_size, render=render, **rest)
 
 
 def evaluate(task: str, checkpoint: str, data: str, out: str, *, pipe: SeedX | None = None,
@@ -102,8 +111,12 @@ def evaluate(task: str, checkpoint: str, data: str, out: str, *, pipe: SeedX | N
         pipe.check_max_new_tokens(run_settings.max_new_tokens, draws=spec.name in ("t2i", "edit"))
     except PromptError as err:
         raise EvalError(f"--max-new-tokens: {err}") from None
-    run = EvalRun(out, {"task": task, "checkpoint": paths.resolve(checkpoint), "data": _data_record(data),
-                        "settings": dataclasses.asdict(run_settings)},
+    recorded = dataclasses.asdict(run_settings)
+    if spec.name not in ("t2i", "edit", "reconstruct"):  # answers are greedy: the render settings play no part
+        recorded.pop("render")
+    run = EvalRun(out, {"task": task, "checkpoint": paths.real(checkpoint),
+                        "data": _data_record(data, images_dir, annotations, tfds_data_dir),
+                        "precision": _precision_record(precision), "settings": recorded},
                   inputs=[checkpoint, *data_inputs(data, images_dir, annotations)], overwrite=overwrite)
     try:
         pipe.load_weights(mesh=mesh, precision=precision)
@@ -113,5 +126,16 @@ def evaluate(task: str, checkpoint: str, data: str, out: str, *, pipe: SeedX | N
         raise
 
 
-def _data_record(data: str) -> str:
-    return data if data.startswith("tfds:") else paths.resolve(data)
+def _data_record(data: str, images_dir: str | None, annotations: str | None, tfds_data_dir: str | None) -> dict:
+    """Every input the items come from (a resumed run must read the same)."""
+    if is_tfds(data):
+        from seedx_jax.data.tfds_source import default_data_dir
+
+        return {"source": data, "tfds_data_dir": paths.real(tfds_data_dir or default_data_dir())}
+    return {"source": paths.real(data), "images": images_dir and paths.real(images_dir),
+            "annotations": annotations and paths.real(annotations)}
+
+
+def _precision_record(precision: Precision | None) -> dict:
+    return {"compute_dtype": str(precision.compute_dtype) if precision else "float32",
+            "llm_weights": precision.llm_weights if precision else "float"}

@@ -131,8 +131,9 @@ def _jsonl(path: str) -> list[tuple[str, Any]]:
             if line.strip():
                 try:
                     rows.append((f"{path}:{number}", json.loads(line)))
-                except ValueError as err:
-                    rows.append((f"{path}:{number}", Problem(f"{path}:{number}", f"malformed line ({err})")))
+                except ValueError as err:  # the parser's position within the line, not the file's
+                    detail = f"{err.msg} at column {err.colno}" if isinstance(err, json.JSONDecodeError) else str(err)
+                    rows.append((f"{path}:{number}", Problem(f"{path}:{number}", f"malformed line ({detail})")))
     if rows and all(isinstance(r, Problem) for _, r in rows[:8]):
         raise SourceFormatError(f"{display(path)}: not a JSON-lines file (its first lines are not JSON)")
     return rows
@@ -182,15 +183,19 @@ def _vqav2(task: str, data: dict, path: str, images_dir: str, annotations: str |
     if not annotations:
         raise SourceFormatError(f"{display(path)} is a VQAv2 questions file: pass its annotations file with "
                                 "--annotations (e.g. v2_mscoco_val2014_annotations.json)")
-    with open(resolve(annotations)) as f:
-        answers = {a["question_id"]: a for a in json.load(f).get("annotations", [])}
+    try:
+        with open(resolve(annotations)) as f:
+            answers = {a["question_id"]: a for a in json.load(f)["annotations"]}
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise SourceFormatError(f"--annotations {annotations}: not a VQAv2 annotations file ({type(err).__name__}: "
+                                f"{err})") from None
     subtype = data.get("data_subtype", "val2014")
     out = []
     for k, q in enumerate(data["questions"]):
         location = f"{path}:questions[{k}]"
         a = answers.get(q.get("question_id"))
         if a is None:
-            out.append(Problem(location, f"question {q.get('question_id')} has no annotation"))
+            out.append(Problem(location, f"no annotation (question {q.get('question_id')})"))
             continue
         fields = dict(q, image=f"COCO_{subtype}_{int(q['image_id']):012d}.jpg", answers=a.get("answers"),
                       category=a.get("answer_type", ""))
@@ -213,6 +218,8 @@ def read_file(task: str, path: str, *, images_dir: str | None = None,
     if images_dir and not os.path.isdir(images_dir):
         raise FileNotFoundError(f"--images {display(images_dir)}: no such folder")
     if path.endswith(".jsonl"):
+        if annotations:
+            raise SourceFormatError(f"--annotations is read only with a VQAv2 questions file, not {display(path)}")
         return _records(task, _jsonl(path), images_dir)
     try:
         with open(path) as f:

@@ -23,7 +23,7 @@ from seedx_jax.agent.prompts import PromptError
 from seedx_jax.detokenizer.model import negative_features, to_uint8
 from seedx_jax.evaluation import metrics as M
 from seedx_jax.evaluation import shapes
-from seedx_jax.evaluation.tasks import Settings, Task
+from seedx_jax.evaluation.tasks import Settings, Task, problem_reason
 from seedx_jax.numerics import check_finite
 from seedx_jax.vision.anyres import image_transform
 from seedx_jax.vision.features import vit_down
@@ -55,7 +55,7 @@ class TextToImage(Task):
                                                    max_new_tokens=settings.max_new_tokens))
                 stubs.append({"id": item.id})
             except PromptError as err:
-                stubs.append({"id": item.id, "problem": str(err)})
+                stubs.append({"id": item.id, "problem": problem_reason(err)})
         answers = iter(pipe.answer_batch(turns, max_new_tokens=settings.max_new_tokens, seed=settings.render.seed,
                                          batch_size=settings.decode_batch_size or settings.batch_size,
                                          stage="imagining") if turns else [])
@@ -72,7 +72,7 @@ class TextToImage(Task):
                 out.append(stub)
                 continue
             folder = f"images/{ctx.ordinals[item.id]:05d}"
-            os.makedirs(os.path.join(ctx.out, folder, "samples"), exist_ok=True)
+            os.makedirs(os.path.join(ctx.out, folder), exist_ok=True)
             with open(os.path.join(ctx.out, folder, "metadata.jsonl"), "w") as f:
                 f.write(json.dumps({**item.meta, "prompt": item.text}) + "\n")
             image = images.get(item.id)
@@ -106,7 +106,7 @@ class Edit(Task):
                                         width=settings.render.width, sampler=settings.render.sampler, seed=settings.render.seed,
                                         max_new_tokens=settings.max_new_tokens)
             except (PromptError, ImageInputError) as err:
-                out.append({"id": item.id, "problem": str(err)})
+                out.append({"id": item.id, "problem": problem_reason(err)})
                 continue
             relative = f"images/{ctx.ordinals[item.id]:05d}.png"
             record = {"id": item.id, "answer": turn.text,
@@ -139,7 +139,7 @@ class Reconstruct(Task):
             try:
                 loaded.append((item, item.image(0)))
             except ImageInputError as err:
-                records[item.id] = {"id": item.id, "problem": str(err)}
+                records[item.id] = {"id": item.id, "problem": problem_reason(err)}
         if loaded:
             for (item, image), recon in zip(loaded, self._reconstruct(pipe, [im for _, im in loaded], settings, ctx)):
                 record = {"id": item.id, "image": save_png(recon, ctx.out, f"images/{ctx.ordinals[item.id]:05d}.png")}
@@ -161,9 +161,11 @@ class Reconstruct(Task):
             condition = jnp.asarray(np.stack([np.asarray(image.resize((settings.render.width, settings.render.height),
                                                                       Image.Resampling.BICUBIC), np.float32) / 255
                                               for image in images]))
-        pixels = pipe.detokenizer.generate(jnp.asarray(features), negative_features(pipe.vit, pooled=True),
-                                           height=settings.render.height, width=settings.render.width, sampler=settings.render.sampler,
-                                           condition_images=condition, seed=settings.render.seed + ctx.start)
+        r = settings.render
+        with pipe.progress.stage(f"reconstructing {len(images)} image(s) at {r.width}x{r.height}, {r.steps} steps"):
+            pixels = pipe.detokenizer.generate(jnp.asarray(features), negative_features(pipe.vit, pooled=True),
+                                               height=r.height, width=r.width, sampler=r.sampler,
+                                               condition_images=condition, seed=r.seed + ctx.start)
         check_finite(pixels, "the reconstructed images")
         return to_uint8(pixels)
 

@@ -72,19 +72,21 @@ class EvalRun:
             if previous == self.run:
                 self.resumed = True
             elif not overwrite:
-                changed = sorted(k for k in set(self.run) | set(previous or {}) if (previous or {}).get(k) != self.run.get(k))
-                detail = ", ".join(changed) if previous else "its manifest holds no run"
-                raise OutputError(f"--out {out} holds an evaluation with other settings ({detail}); pass --overwrite "
-                                  "to replace it, or choose another folder")
+                changed = _changed(previous, self.run) if isinstance(previous, dict) else ["its manifest holds no run"]
+                raise OutputError(f"--out {out} holds an evaluation with other settings ({', '.join(changed)}); pass "
+                                  "--overwrite to replace it, or choose another folder")
             else:
-                shutil.rmtree(target)
+                _remove_ours(target)
         else:
             check_target(out, KIND, inputs=inputs, overwrite=overwrite)
         self.path = target
         self.created = not os.path.isdir(target)
         if not self.resumed:
-            os.makedirs(target, exist_ok=True)
-            write_marker(target, KIND, run=self.run)
+            try:
+                os.makedirs(target, exist_ok=True)
+                write_marker(target, KIND, run=self.run)
+            except OSError as err:
+                raise OutputError(f"--out {out}: cannot write there ({err.strerror})") from None
 
     def discard_if_empty(self) -> None:
         """After a run that stopped before its first prediction: remove the folder if this run made it."""
@@ -132,6 +134,26 @@ class EvalRun:
         return path
 
 
+def _changed(previous: dict, run: dict, prefix: str = "") -> list[str]:
+    """The dotted names of the values that differ between two runs' records."""
+    out = []
+    for key in sorted(set(previous) | set(run)):
+        a, b = previous.get(key), run.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changed(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} then, {b!r} now")
+    return out
+
+
+def _remove_ours(folder: str) -> None:
+    """What an evaluation writes, and nothing else a user put beside it."""
+    for name in (MANIFEST, PREDICTIONS, "metrics.json", "metrics.json.tmp"):
+        if os.path.isfile(os.path.join(folder, name)):
+            os.remove(os.path.join(folder, name))
+    shutil.rmtree(os.path.join(folder, "images"), ignore_errors=True)
+
+
 def _json_safe(value):
     """NaN (nothing to score) -> null, so the file is strict JSON."""
     if isinstance(value, float) and value != value:
@@ -176,8 +198,8 @@ def write_metrics(task: Task, source: Source, run: EvalRun, done: dict[str, dict
     scored = [p for p in predictions if "problem" not in p]
     problems = source.problems + [Problem(by_id[p["id"]].location, p["problem"]) for p in predictions
                                   if "problem" in p]
-    metrics = {"task": task.name, "checkpoint": run.run["checkpoint"], "data": run.run["data"],
-               "items": len(by_id), "evaluated": len(scored), "metrics": task.score(by_id, scored) if scored else {},
-               "skipped": problem_summary(problems)}
+    metrics = {"task": task.name, "checkpoint": run.run["checkpoint"], "data": run.run["data"]["source"],
+               "records": len(by_id) + len(source.problems), "evaluated": len(scored),
+               "metrics": task.score(by_id, scored) if scored else {}, "skipped": problem_summary(problems)}
     run.write_metrics(metrics)
     return metrics

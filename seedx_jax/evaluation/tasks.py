@@ -72,6 +72,12 @@ class Task:
         raise NotImplementedError
 
 
+def problem_reason(err: Exception) -> str:
+    """A refused image or prompt as a skip reason, grouped by kind in the metrics JSON."""
+    kind = "image does not decode" if isinstance(err, ImageInputError) else "prompt refused"
+    return f"{kind} ({err})"
+
+
 @dataclasses.dataclass
 class RunContext:
     """What a chunk's predictions need besides the items: the output folder (images), the position of
@@ -91,7 +97,7 @@ def _chat_turns(pipe: SeedX, task: Task, items: list[Item], settings: Settings):
             turn = pipe.prepare_chat(task.prompt(item, settings.template), images, grounding=task.grounding,
                                      max_new_tokens=settings.max_new_tokens, grids=settings.grids)
         except (PromptError, ImageInputError) as err:
-            stubs.append({"id": item.id, "problem": str(err)})
+            stubs.append({"id": item.id, "problem": problem_reason(err)})
             continue
         turns.append(turn)
         stubs.append({"id": item.id})
@@ -106,8 +112,8 @@ def _answered(pipe: SeedX, task: Task, items: list[Item], settings: Settings, st
     return stubs, iter(answers)
 
 
-def _empty(items: dict[str, Item], predictions: list[dict]) -> dict:
-    empty = [f"{items[p['id']].location}: empty answer (scored as wrong)" for p in predictions
+def _empty(items: dict[str, Item], predictions: list[dict], how: str = "scored as wrong") -> dict:
+    empty = [f"{items[p['id']].location}: empty answer ({how})" for p in predictions
              if not str(p.get("answer", "")).strip()]
     return {"count": len(empty), "records": empty[:200]}
 
@@ -128,9 +134,14 @@ class VQA(Task):
         return [s if "problem" in s else dict(s, answer=next(answers).text) for s in stubs]
 
     def accuracy(self, item: Item, answer: str) -> float:
-        """Exact match where the source says so (GQA, the shapes world), else VQAv2's soft accuracy."""
+        """Exact match where the source says so (GQA, the shapes world); VQAv2's soft accuracy over 3 or more
+        annotators' answers; with fewer (one gold answer), 1 when the answer equals one of them after VQAv2's
+        normalisation (the soft rule needs 3 matching annotators for full credit)."""
         if item.meta.get("match") == "exact":
             return float(M.exact_match(answer, item.answers[0]))
+        if len(item.answers) < 3:
+            said = M.normalize_vqa_answer(answer)
+            return float(any(said == M.normalize_vqa_answer(gold) for gold in item.answers))
         return M.vqa_soft_accuracy(answer, item.answers)
 
     def score(self, items, predictions):
@@ -159,7 +170,7 @@ class YesNo(Task):
                                for c, ks in sorted(groups.items())}
         out["mme"] = M.mme_score([(item.category or "all", item.meta.get("image_key", item.id), s == label)
                                   for item, s, label in zip(scored, said, labels)])
-        out["empty_answers"] = _empty(items, predictions)
+        out["empty_answers"] = _empty(items, predictions, "POPE's rule: read as yes")
         return out
 
 
