@@ -1,6 +1,9 @@
 """Tiny scripted pipelines for `seedx-jax eval` tests: after a prompt's last token ("\\n" of the chat
 templates) the agent says "car" and stops; the base template's grounding prompt (ends in <box_start>)
 gets the box of test_cli; its text-to-image prompt (ends in <img>) an image."""
+import json
+import shutil
+
 import numpy as np
 from flax import nnx
 from PIL import Image
@@ -34,8 +37,10 @@ def build_pipelines(root) -> dict:
     vit = QwenViT(TINY_VISION, rngs=nnx.Rngs(0))
     agent = SeedXAgent(AgentConfig.preset("tiny"), rngs=nnx.Rngs(1))
     script_agent(agent, tok, script)
-    stage1 = Detokenizer(DetokenizerConfig.preset("tiny"), rngs=nnx.Rngs(2))
-    for name, template in (("chat", "seed_x_i"), ("base", "seed_x")):
-        save_pipeline(str(root / name), tokenizer=tok, vit=vit, agent=agent, template=template, detokenizer=stage1)
+    save_pipeline(str(root / "chat"), tokenizer=tok, vit=vit, agent=agent, template="seed_x_i",
+                  detokenizer=Detokenizer(DetokenizerConfig.preset("tiny"), rngs=nnx.Rngs(2)))
+    # the same models under the base template: a copy whose pipeline manifest names it (saves a second save)
+    shutil.copytree(root / "chat", root / "base")
+    (root / "base" / "seedx.json").write_text(json.dumps({"format": "seedx_jax/1", "template": "seed_x"}))
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 500, 3), np.uint8)).save(root / "photo.png")
     return {name: root / name for name in ("chat", "base")}

@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 
 from seedx_jax.cli import main
+from seedx_jax.evaluation.evaluate import evaluate
+from seedx_jax.pipelines import SeedX
 from eval_fixtures import ANSWER_BOX, build_pipelines
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,6 +24,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def pipes(tmp_path_factory):
     return build_pipelines(tmp_path_factory.mktemp("eval_pipes"))
+
+
+@pytest.fixture(scope="module")
+def chat_pipe(pipes):
+    """The chat pipeline loaded once, for the tests that run the Python API several times."""
+    return SeedX.load(str(pipes["chat"]))
 
 
 def write_jsonl(path, rows):
@@ -215,7 +223,7 @@ def _eval_command(pipes, data, out):
             str(data), "--out", str(out), "--grids", "1x1", "--batch-size", "2", "--quiet"]
 
 
-def test_an_interrupted_evaluation_resumes_to_the_same_metrics(pipes, tmp_path, monkeypatch):
+def test_an_interrupted_evaluation_resumes_to_the_same_metrics(pipes, chat_pipe, tmp_path, monkeypatch):
     """Ctrl-C after a chunk of 8, a line cut off at the end of the file, rerun: the same metrics JSON as an
     uninterrupted run, every item predicted once (the SIGKILL version: the slow test below)."""
     from seedx_jax.evaluation.tasks import YesNo
@@ -225,8 +233,11 @@ def test_an_interrupted_evaluation_resumes_to_the_same_metrics(pipes, tmp_path, 
         {"question_id": k, "image": "p.png", "text": "Is there a car?", "label": "yes" if k % 3 else "no",
          "category": ["random", "popular"][k % 2]} for k in range(12)])
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    common = ["--data", data, "--grids", "1x1", "--quiet"]  # the POPE test's program: batches of 8
-    assert run("eval", "yesno", "--checkpoint", pipes["chat"], "--out", full, *common) == 0
+
+    def evaluate_into(out):  # the Python API on the loaded pipeline; the POPE test's program
+        return evaluate("yesno", str(pipes["chat"]), str(data), str(out), pipe=chat_pipe, grids=["1x1"], quiet=True)
+
+    evaluate_into(full)
     predict, chunks = YesNo.predict, []
 
     def interrupted(self, *args):
@@ -236,13 +247,14 @@ def test_an_interrupted_evaluation_resumes_to_the_same_metrics(pipes, tmp_path, 
         return predict(self, *args)
 
     monkeypatch.setattr(YesNo, "predict", interrupted)
-    assert run("eval", "yesno", "--checkpoint", pipes["chat"], "--out", resumed, *common) == 130
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_into(resumed)
     monkeypatch.setattr(YesNo, "predict", predict)
     predictions = resumed / "predictions.jsonl"
     assert predictions.read_text().count("\n") == 8 and not (resumed / "metrics.json").exists()
     with open(predictions, "a") as f:
         f.write('{"id": "8", "answer": "ca')  # a line cut off by a kill
-    assert run("eval", "yesno", "--checkpoint", pipes["chat"], "--out", resumed, *common) == 0
+    evaluate_into(resumed)
     ids = [json.loads(line)["id"] for line in predictions.read_text().splitlines()]
     assert sorted(ids, key=int) == [str(k) for k in range(12)]
     assert (resumed / "metrics.json").read_text() == (full / "metrics.json").read_text()
@@ -304,17 +316,22 @@ def test_bad_input_is_one_line_before_any_weight_loads(pipes, tmp_path, capsys, 
     assert not (tmp_path / "out" / "predictions.jsonl").exists()
 
 
-def test_other_settings_in_the_same_folder_are_refused_unless_overwrite(pipes, tmp_path, capsys):
+def test_other_settings_in_the_same_folder_are_refused_unless_overwrite(pipes, chat_pipe, tmp_path, capsys):
     Image.open(pipes["chat"].parent / "photo.png").save(tmp_path / "p.png")
     data = write_jsonl(tmp_path / "v.jsonl", [{"id": 1, "image": "p.png", "question": "What?", "answer": "car"}])
     out = tmp_path / "out"
-    common = ["eval", "vqa", "--checkpoint", pipes["chat"], "--data", data, "--out", out, "--grids", "1x1", "--quiet"]
-    assert run(*common) == 0
-    assert run(*common, "--seed", "5") == 0  # greedy answers: the render settings are not a vqa run's
+
+    def evaluate_into(**settings):  # the Python API on the loaded pipeline; the first VQA test's program
+        return evaluate("vqa", str(pipes["chat"]), str(data), str(out), pipe=chat_pipe, grids=["1x1"], batch_size=2,
+                        quiet=True, **settings)
+
+    evaluate_into()
+    evaluate_into(seed=5)  # greedy answers: the render settings are not a vqa run's, it resumes
     (out / "notes.txt").write_text("mine")
-    assert run(*common, "--template", "{question}") == 2
+    assert run("eval", "vqa", "--checkpoint", pipes["chat"], "--data", data, "--out", out, "--grids", "1x1",
+               "--batch-size", "2", "--template", "{question}") == 2
     assert ("holds an evaluation with other settings (settings.template: '{question}\\nAnswer the question using "
             "a single word or phrase.' then, '{question}' now)") in capsys.readouterr().err
-    assert run(*common, "--template", "{question}", "--overwrite") == 0
+    evaluate_into(template="{question}", overwrite=True)
     assert json.loads((out / "manifest.json").read_text())["run"]["settings"]["template"] == "{question}"
     assert (out / "notes.txt").read_text() == "mine"  # --overwrite replaces what the evaluation wrote, only
