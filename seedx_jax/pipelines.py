@@ -120,21 +120,25 @@ class SeedX(BatchDecoding):
         return pipe
 
     def load_weights(self, *, mesh: Mesh | None = None, rules: Rules | None = None,
-                     precision: Precision | None = None) -> "SeedX":
+                     precision: Precision | None = None, detokenizer: bool = True) -> "SeedX":
         """Load the models of a pipeline from `open`; with `mesh`, every parameter is restored straight
         into its sharding (a model larger than one device's memory); `precision`: bf16 compute and/or
-        int8 LLM weights (`seedx_jax.precision`)."""
+        int8 LLM weights (`seedx_jax.precision`). `detokenizer=False` leaves the de-tokenizer on disk
+        (answers in text only, e.g. benchmark questions: no memory or load time for SDXL's U-Net and
+        VAE); a later call with True loads it."""
         if self.agent is None:
             self.vit = load_model(self._dirs["vit"], "vit", mesh=mesh, rules=rules)
             self.agent = load_model(self._dirs["agent"], "agent", mesh=mesh, rules=rules)
-            if "detokenizer" in self._dirs:
-                self.detokenizer = load_model(self._dirs["detokenizer"], "detokenizer", mesh=mesh, rules=rules)
             if precision is None or precision.llm_weights == "float":  # int8 weights decode faster scanned
                 unstack_agent_layers(self.agent)  # the serving layout (seedx_jax/llama/layout.py)
             if precision is not None:
-                self.vit, self.agent, self.detokenizer = map(precision.apply, (self.vit, self.agent, self.detokenizer))
+                self.vit, self.agent = precision.apply(self.vit), precision.apply(self.agent)
             self.encoder = ViewEncoder(self.vit)
             self._generator = AgentGenerator(self.agent)  # after `precision`: it keeps the converted model
+        if detokenizer and self.detokenizer is None and "detokenizer" in self._dirs:
+            self.detokenizer = load_model(self._dirs["detokenizer"], "detokenizer", mesh=mesh, rules=rules)
+            if precision is not None:
+                self.detokenizer = precision.apply(self.detokenizer)
         return self
 
     @classmethod

@@ -87,7 +87,9 @@ class Precision(ConfigBase):
         `llm_weights == 'int8'` (a LoRA merged first; quantized copies: the float kernels are then free to go)."""
         if model is None:
             return None
-        model = rebuild(model, self.configure(model.config))
+        config = self.configure(model.config)
+        if config != model.config:  # the default (float32 compute) rebuilds nothing: a U-Net's tree takes seconds
+            model = rebuild(model, config)
         if self.llm_weights == "int8" and (hasattr(model, "llm") or hasattr(model, "lm_head")):
             from seedx_jax.quantization import quantize_int8  # qwix: only when asked for
 

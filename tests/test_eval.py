@@ -28,8 +28,9 @@ def pipes(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def chat_pipe(pipes):
-    """The chat pipeline loaded once, for the tests that run the Python API several times."""
-    return SeedX.load(str(pipes["chat"]))
+    """The chat pipeline for the tests that run the Python API several times: its weights load once, on the
+    first evaluation."""
+    return SeedX.open(str(pipes["chat"]))
 
 
 def write_jsonl(path, rows):
@@ -238,6 +239,7 @@ def test_an_interrupted_evaluation_resumes_to_the_same_metrics(pipes, chat_pipe,
         return evaluate("yesno", str(pipes["chat"]), str(data), str(out), pipe=chat_pipe, grids=["1x1"], quiet=True)
 
     evaluate_into(full)
+    assert chat_pipe.agent is not None and chat_pipe.detokenizer is None  # a text task leaves it on disk
     predict, chunks = YesNo.predict, []
 
     def interrupted(self, *args):
@@ -258,6 +260,7 @@ def test_an_interrupted_evaluation_resumes_to_the_same_metrics(pipes, chat_pipe,
     ids = [json.loads(line)["id"] for line in predictions.read_text().splitlines()]
     assert sorted(ids, key=int) == [str(k) for k in range(12)]
     assert (resumed / "metrics.json").read_text() == (full / "metrics.json").read_text()
+    assert chat_pipe.load_weights().detokenizer is not None  # a drawing task's load adds it
 
 
 @pytest.mark.slow  # ~30 s: three processes

@@ -110,8 +110,9 @@ def test_agent_int8_touches_only_the_llm():
 
 def test_bf16_apply_keeps_fp32_weights_and_computes_in_bf16():
     model = LlamaForCausalLM(TINY, rngs=nnx.Rngs(0))
+    assert Precision().apply(model) is model  # float32 compute, float weights: nothing to rebuild
     bf16 = Precision(compute_dtype="bfloat16").apply(model)
-    assert bf16.config.dtype == "bfloat16" and bf16.config.param_dtype == "float32"
+    assert bf16 is not model and bf16.config.dtype == "bfloat16" and bf16.config.param_dtype == "float32"
     assert {leaf.dtype for leaf in jax.tree.leaves(nnx.state(bf16))} == {jnp.dtype(jnp.float32)}
     assert bf16.layers.self_attn.q_proj.kernel[...] is model.layers.self_attn.q_proj.kernel[...]  # shared
     ids = _ids(TINY)

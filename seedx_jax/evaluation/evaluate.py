@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from seedx_jax.precision import Precision
 
 TASKS: dict[str, Task] = {**text_tasks(), **image_tasks()}
+DRAWING_TASKS = frozenset(image_tasks())  # the tasks that need the de-tokenizer
 
 
 class EvalError(ValueError):
@@ -99,7 +100,7 @@ def evaluate(task: str, checkpoint: str, data: str, out: str, *, pipe: SeedX | N
         from seedx_jax.pipelines import SeedX
 
         pipe = SeedX.open(checkpoint)
-    if spec.name in ("t2i", "edit", "reconstruct"):  # the de-tokenizer the task needs, the image size
+    if spec.name in DRAWING_TASKS:  # the de-tokenizer the task needs, the image size
         try:
             pipe.check_render(run_settings.render.height, run_settings.render.width, None,
                               edits={"t2i": False, "edit": True}.get(spec.name))
@@ -112,14 +113,14 @@ def evaluate(task: str, checkpoint: str, data: str, out: str, *, pipe: SeedX | N
     except PromptError as err:
         raise EvalError(f"--max-new-tokens: {err}") from None
     recorded = dataclasses.asdict(run_settings)
-    if spec.name not in ("t2i", "edit", "reconstruct"):  # answers are greedy: the render settings play no part
+    if spec.name not in DRAWING_TASKS:  # answers are greedy: the render settings play no part
         recorded.pop("render")
     run = EvalRun(out, {"task": task, "checkpoint": paths.real(checkpoint),
                         "data": _data_record(data, images_dir, annotations, tfds_data_dir),
                         "precision": _precision_record(precision), "settings": recorded},
                   inputs=[checkpoint, *data_inputs(data, images_dir, annotations)], overwrite=overwrite)
     try:
-        pipe.load_weights(mesh=mesh, precision=precision)
+        pipe.load_weights(mesh=mesh, precision=precision, detokenizer=spec.name in DRAWING_TASKS)
         return run_task(spec, pipe, source, run, run_settings, quiet=quiet)
     except BaseException:  # a failed load, an interrupt before any prediction: no empty run folder left
         run.discard_if_empty()
