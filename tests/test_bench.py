@@ -17,6 +17,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
                           cwd=ROOT)
 
 
+@pytest.mark.slow  # minutes of benchmarks are `make bench`; their option errors stay in the default suite
 def test_tiny_vae_row_prints_the_tables_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = _run("--size", "tiny", "--only", "vae", "--pairs", "1", "--json", str(out))

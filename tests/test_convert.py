@@ -206,6 +206,7 @@ def test_tokenizer_folder_converts(release, tmp_path):
     assert ours.encode(text) == want.encode(text) and ours.vocab_size == 650
 
 
+@pytest.mark.slow  # the default suite converts a release tree in test_convert_configs (no --config) and README.md
 def test_whole_release_tree_in_one_call(release, tmp_path):
     out = tmp_path / "seedx"
     assert seedx_jax_command(["convert", "release", str(release["root"]), "--out", str(out), "--quiet",

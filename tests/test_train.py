@@ -225,6 +225,7 @@ def test_cli_exits_2_with_one_line_for_a_bad_config(data, tmp_path):
         "seedx_jax.train: error: config.data.sources.edit.paths='/nonexistent/*.jsonl' matches no files"]
 
 
+@pytest.mark.slow  # the sharded random init of a ViT + U-Net trainee compiles for ~30 s on CPU
 def test_stage2_starts_from_a_stage1_checkpoint(data, tmp_path):
     """As SDXLAdapterWithLatentImage: the stage-1 conv_in kernel fills input channels 0..3 of the 8-channel one, the
     latent-image channels start at zero; every other parameter is the stage-1 one."""

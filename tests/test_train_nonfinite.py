@@ -70,6 +70,7 @@ def test_consecutive_nonfinite_steps_stop_the_run_with_a_checkpoint(data, tmp_pa
     assert record["optimizer_steps"] == 0 and record["nonfinite_steps"] == int(saved)
 
 
+@pytest.mark.slow  # the stop after consecutive non-finite steps stays in the default suite
 def test_a_run_of_only_nonfinite_steps_never_ends_done(data, tmp_path, nan_loss):
     """Fewer steps than the limit in a row (the default 20), fewer than max_nonfinite in all."""
     with pytest.raises(NonFiniteError, match=r"^all 3 steps of this run had a non-finite loss or gradient"):
