@@ -83,13 +83,15 @@ class Precision(ConfigBase):
 
     def apply(self, model: nnx.Module | None) -> nnx.Module | None:
         """A loaded model with this precision: the same parameters (shared, not copied) under a
-        module tree built from `configure(model.config)`; an LLM or agent gets int8 weights when
-        `llm_weights == 'int8'` (a LoRA merged first; quantized copies: the float kernels are then free to go)."""
+        module tree built from `configure(model.config)` (`model` itself when nothing changes); an LLM
+        or agent gets int8 weights when `llm_weights == 'int8'` (a LoRA merged first; quantized copies:
+        the float kernels are then free to go)."""
         if model is None:
             return None
         config = self.configure(model.config)
-        if config != model.config:  # the default (float32 compute) rebuilds nothing: a U-Net's tree takes seconds
-            model = rebuild(model, config)
+        if config == model.config and self.llm_weights == "float":
+            return model  # nothing changes (the default): rebuilding a U-Net's module tree takes seconds
+        model = rebuild(model, config)  # int8 replaces layers in this new tree, never in the caller's
         if self.llm_weights == "int8" and (hasattr(model, "llm") or hasattr(model, "lm_head")):
             from seedx_jax.quantization import quantize_int8  # qwix: only when asked for
 

@@ -97,6 +97,7 @@ def test_int8_precision_merges_a_lora_first():
     ref = _logits(model, ids)
     without_lora = _logits(LlamaForCausalLM(cfg, rngs=nnx.Rngs(0)), ids)  # same weights, LoRA B still zero
     got = _logits(Precision(llm_weights="int8").apply(model), ids)
+    assert not any(isinstance(m, Int8Linear) for _, m in nnx.iter_modules(model))  # the caller's tree stays float
     assert float(jnp.abs(got - ref).max()) < 0.03 * float(jnp.abs(ref).max())
     assert float(jnp.abs(got - without_lora).max()) > 0.1 * float(jnp.abs(ref - without_lora).max())
 
